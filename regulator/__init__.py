@@ -1,0 +1,3 @@
+"""regulator: a meta-regulator daemon for neuromorphic chips."""
+
+__version__ = "0.1.0"
