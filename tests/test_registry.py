@@ -1,0 +1,192 @@
+"""The versioned model store: lineage, promotion, rollback, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from regulator import modelfolder
+from regulator.errors import ChecksumError, RegistryError
+from regulator.registry import Registry
+
+
+def _model(folder: Path, payload: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "weights.safetensors").write_bytes(payload)
+    modelfolder.write_manifest(folder, {"prior": "demo"})
+    return folder
+
+
+@pytest.fixture
+def prior(tmp_path: Path) -> Path:
+    return _model(tmp_path / "prior", b"prior")
+
+
+def test_bootstrap_once(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg", clock=lambda: 12.5)
+    assert reg.current() is None and reg.versions() == []
+    assert reg.bootstrap(prior) == "v000001"
+    assert reg.bootstrap(prior) == "v000001"
+    [info] = reg.versions()
+    assert info.trigger == "bootstrap" and info.parent is None and info.current
+    assert info.created_at == 12.5
+    assert (reg.path("v000001") / "weights.safetensors").read_bytes() == b"prior"
+
+
+def test_add_records_lineage(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.bootstrap(prior)
+    cand = _model(tmp_path / "cand", b"c1")
+    v = reg.add(
+        cand,
+        parent="v000001",
+        trigger="drift",
+        data_used={"labels": 25},
+        evaluation={"candidate_acc": 0.9, "serving_acc": 0.6},
+    )
+    assert v == "v000002"
+    assert reg.current() == "v000001"  # added is not served
+    lineage = json.loads((reg.path(v) / "lineage.json").read_text())
+    assert lineage["parent"] == "v000001" and lineage["trigger"] == "drift"
+    assert lineage["data_used"] == {"labels": 25}
+    assert lineage["evaluation"]["candidate_acc"] == 0.9
+    assert lineage["status"] == "good"
+    reg.promote(v)
+    assert reg.current() == v
+    assert reg.info(v).as_dict()["current"] is True
+
+
+def test_unknown_parent_and_version(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    with pytest.raises(RegistryError, match="unknown version"):
+        reg.add(prior, parent="v000009", trigger="x")
+    with pytest.raises(RegistryError, match="not a version"):
+        reg.path("../etc")
+    with pytest.raises(RegistryError, match="nothing is served"):
+        reg.rollback()
+
+
+def test_rollback_chain(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.bootstrap(prior)
+    for i in (2, 3):
+        v = reg.add(_model(tmp_path / f"c{i}", f"c{i}".encode()), reg.current(), "drift")
+        reg.promote(v)
+    assert reg.current() == "v000003"
+    assert reg.rollback() == "v000002"
+    assert reg.rollback() == "v000001"
+    with pytest.raises(RegistryError, match="no earlier good version"):
+        reg.rollback()
+    statuses = {i.version: i.status for i in reg.versions()}
+    assert statuses == {"v000001": "good", "v000002": "rolled_back", "v000003": "rolled_back"}
+    # a new accepted version after a rollback rolls back to the served one, not a bad one
+    v4 = reg.add(_model(tmp_path / "c4", b"c4"), reg.current(), "alert")
+    reg.promote(v4)
+    assert reg.rollback() == "v000001"
+    # statuses survive reopening, and lineage.json mirrors them
+    reg2 = Registry(tmp_path / "reg")
+    assert reg2.current() == "v000001"
+    assert json.loads((reg2.path("v000004") / "lineage.json").read_text())["status"] == (
+        "rolled_back"
+    )
+
+
+def test_rollback_skips_unpromoted_and_corrupt(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.bootstrap(prior)
+    v2 = reg.add(_model(tmp_path / "c2", b"c2"), "v000001", "drift")
+    reg.promote(v2)
+    reg.add(_model(tmp_path / "c3", b"c3"), v2, "drift")  # never promoted
+    v4 = reg.add(_model(tmp_path / "c4", b"c4"), v2, "drift")
+    reg.promote(v4)
+    (reg.path(v2) / "weights.safetensors").write_bytes(b"rot")
+    assert reg.rollback() == "v000001"
+
+
+def test_promote_corrupt_refused(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.bootstrap(prior)
+    v2 = reg.add(_model(tmp_path / "c2", b"c2"), "v000001", "drift")
+    (reg.path(v2) / "weights.safetensors").write_bytes(b"rot")
+    with pytest.raises(ChecksumError, match=r"weights\.safetensors"):
+        reg.promote(v2)
+    assert reg.current() == "v000001"
+
+
+def test_leftovers_cleaned_on_open(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.bootstrap(prior)
+    root = tmp_path / "reg"
+    (root / ".tmp-stage-v000002").mkdir()
+    (root / ".tmp-stage-v000002" / "weights.safetensors").write_bytes(b"half")
+    (root / ".tmp-current.abc").write_text("{")
+    Registry(root)
+    assert sorted(p.name for p in root.iterdir()) == ["current", "v000001"]
+
+
+def test_crash_between_add_and_promote_at_bootstrap(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "reg")
+    reg.add(prior, parent=None, trigger="bootstrap")
+    assert Registry(tmp_path / "reg").bootstrap(prior) == "v000001"
+
+
+_CHILD = r"""
+import sys
+from pathlib import Path
+from regulator import modelfolder
+from regulator.registry import Registry
+root, prior, work = map(Path, sys.argv[1:4])
+reg = Registry(root)
+reg.bootstrap(prior)
+i = 0
+print("ready", flush=True)
+while True:
+    i += 1
+    src = work / f"c{i}"
+    src.mkdir()
+    (src / "weights.safetensors").write_bytes(b"x" * 100_000 + str(i).encode())
+    modelfolder.write_manifest(src)
+    v = reg.add(src, reg.current(), "drift")
+    reg.promote(v)
+    if i % 3 == 0:
+        reg.rollback()
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_kill_9_leaves_a_consistent_registry(tmp_path: Path, prior: Path, delay: float) -> None:
+    root = tmp_path / "reg"
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(root), str(prior), str(work)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    reg = Registry(root)
+    cur = reg.current()
+    assert cur is not None
+    reg.verify(cur)
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    for info in reg.versions():
+        reg.verify(info.version)
+    # still usable after the crash
+    v = reg.add(prior, cur, "manual")
+    reg.promote(v)
+    assert reg.current() == v
