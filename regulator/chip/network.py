@@ -1,0 +1,364 @@
+"""The spiking network as it runs on a chip: Norse LIF dynamics under a hardware profile.
+
+Dynamics are Norse's (``norse.torch.functional.lif.lif_feed_forward_step`` and
+``li_feed_forward_step``, the same Euler update in the same order, and Norse's
+SuperSpike surrogate for gradients), run by a lean loop: a feed-forward layer's input
+currents for all time steps are one matrix product, so per step only the element-wise
+neuron update remains. The profile (:mod:`regulator.chip.profiles`) decides weight and
+state precision, mismatch, noise, lost events, stuck synapses and drift; the
+:class:`ChipInstance` holds what is fixed per physical chip (seeded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from norse.torch.functional.threshold import threshold as norse_threshold
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from regulator.chip.profiles import ChipProfile, load_profile
+from regulator.chip.quant import quantise_state, quantise_weight, weight_levels, weight_step
+from regulator.chip.telemetry import Telemetry
+from regulator.errors import InputError
+
+
+class NetworkConfig(BaseModel):
+    """Shape and neuron constants of the network. Rates in 1/s, ``dt_s`` in seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_inputs: int = Field(gt=0)
+    hidden: tuple[int, ...] = (64,)
+    recurrent: bool = False
+    n_outputs: int = Field(gt=0)
+    dt_s: float = Field(1e-3, gt=0, le=0.1)
+    n_steps: int = Field(32, gt=0, le=10_000)
+    tau_syn_inv: float = Field(200.0, gt=0)
+    tau_mem_inv: float = Field(100.0, gt=0)
+    v_th: float = Field(1.0, gt=0)
+    surrogate_alpha: float = Field(100.0, gt=0)
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(n <= 0 for n in v):
+            raise ValueError("hidden must list at least one positive layer size")
+        return v
+
+
+@dataclass(frozen=True)
+class NetOutput:
+    """What one forward returns.
+
+    ``outputs``: readout ``[B, n_outputs]`` (mean membrane over time: logits or
+    regression values). ``hidden_counts``: spikes per hidden neuron per sample
+    ``[B, sum(hidden)]``, the statistics the OOD monitor scores. ``telemetry``: event
+    counts of the whole batch.
+    """
+
+    outputs: torch.Tensor
+    hidden_counts: torch.Tensor
+    telemetry: Telemetry
+
+
+def _weight_names(cfg: NetworkConfig) -> list[str]:
+    names = [f"layers.{i}.weight" for i in range(len(cfg.hidden))]
+    if cfg.recurrent:
+        names += [f"recurrent.{i}" for i in range(len(cfg.hidden))]
+    return [*names, "readout.weight"]
+
+
+@dataclass
+class ChipInstance:
+    """One physical chip: the profile plus what is fixed when the chip is made.
+
+    The same profile and seed give the same chip (same mismatch, same stuck devices,
+    same drift exponents). ``age_s`` is the time since the weights were last
+    programmed, which drives conductance drift. ``generator`` draws the per-read noise.
+    """
+
+    profile: ChipProfile
+    seed: int
+    weight_gain: dict[str, torch.Tensor]
+    stuck_zero: dict[str, torch.Tensor]
+    stuck_max: dict[str, torch.Tensor]
+    drift_nu: dict[str, torch.Tensor]
+    threshold_scale: list[torch.Tensor]
+    generator: torch.Generator = field(repr=False)
+    age_s: float = 0.0
+
+    @classmethod
+    def create(cls, profile: ChipProfile | str, cfg: NetworkConfig, seed: int = 0) -> ChipInstance:
+        """Sample a chip of ``profile`` for a network of shape ``cfg``."""
+        prof = load_profile(profile)
+        g = torch.Generator().manual_seed(int(seed))
+        shapes = _weight_shapes(cfg)
+        gain, zero, high, nu = {}, {}, {}, {}
+        for name, shape in shapes.items():
+            gain[name] = torch.exp(torch.randn(shape, generator=g) * prof.mismatch_weight_sigma)
+            u = torch.rand(shape, generator=g)
+            zero[name] = u < prof.stuck_at_zero_fraction
+            high[name] = (u >= prof.stuck_at_zero_fraction) & (
+                u < prof.stuck_at_zero_fraction + prof.stuck_at_max_fraction
+            )
+            nu[name] = prof.drift_nu * torch.exp(0.2 * torch.randn(shape, generator=g))
+        th = [
+            1.0 + prof.mismatch_threshold_sigma * torch.randn(n, generator=g) for n in cfg.hidden
+        ]
+        noise_gen = torch.Generator().manual_seed(int(seed) + 1_000_003)
+        return cls(prof, int(seed), gain, zero, high, nu, th, noise_gen)
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of wall time pass on the chip (conductances drift)."""
+        self.age_s += float(seconds)
+
+    def reprogram(self) -> None:
+        """Weights were just written: drift starts again from zero."""
+        self.age_s = 0.0
+
+
+def _weight_shapes(cfg: NetworkConfig) -> dict[str, tuple[int, int]]:
+    shapes: dict[str, tuple[int, int]] = {}
+    n_prev = cfg.n_inputs
+    for i, n in enumerate(cfg.hidden):
+        shapes[f"layers.{i}.weight"] = (n, n_prev)
+        n_prev = n
+    if cfg.recurrent:
+        for i, n in enumerate(cfg.hidden):
+            shapes[f"recurrent.{i}"] = (n, n)
+    shapes["readout.weight"] = (cfg.n_outputs, n_prev)
+    return shapes
+
+
+class SpikingNetwork(nn.Module):
+    """LIF hidden layers (feed-forward or recurrent) and a leaky-integrator readout.
+
+    Input ``[T, B, n_inputs]`` (currents or spikes from an encoder). Under
+    ``torch.no_grad`` the forward is exact (weights on the profile's grid, hard
+    threshold); with gradients enabled it is quantisation-aware (straight-through
+    rounding) with Norse's SuperSpike surrogate, so training sees the same values.
+
+    >>> net = SpikingNetwork(NetworkConfig(n_inputs=3, hidden=(8,), n_outputs=2, n_steps=5))
+    >>> with torch.no_grad():
+    ...     out = net(torch.ones(5, 4, 3))
+    >>> tuple(out.outputs.shape), tuple(out.hidden_counts.shape), out.telemetry.n_steps
+    ((4, 2), (4, 8), 5)
+    """
+
+    def __init__(self, cfg: NetworkConfig, init_seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(init_seed)
+        sizes = [cfg.n_inputs, *cfg.hidden]
+        self.layers = nn.ModuleList()
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            lin = nn.Linear(n_in, n_out)
+            with torch.no_grad():
+                # Larger than PyTorch's default so that the first layer spikes at init:
+                # a silent network has no surrogate gradient to learn from.
+                lin.weight.copy_(torch.randn(n_out, n_in, generator=g) * (3.0 / n_in**0.5))
+                lin.bias.zero_()
+            self.layers.append(lin)
+        self.recurrent = nn.ParameterList()
+        if cfg.recurrent:
+            for n in cfg.hidden:
+                self.recurrent.append(nn.Parameter(torch.randn(n, n, generator=g) * (0.5 / n**0.5)))
+        self.readout = nn.Linear(sizes[-1], cfg.n_outputs)
+        with torch.no_grad():
+            self.readout.weight.copy_(
+                torch.randn(cfg.n_outputs, sizes[-1], generator=g) * (1.0 / sizes[-1] ** 0.5)
+            )
+            self.readout.bias.zero_()
+
+    # -- weights as the chip sees them -------------------------------------------------
+
+    def _effective(
+        self, name: str, w: torch.Tensor, chip: ChipInstance | None, ste: bool
+    ) -> torch.Tensor:
+        if chip is None:
+            return w
+        p = chip.profile
+        scale_top = None
+        if p.weight_bits is not None:
+            scale_top = weight_step(w, p.weight_bits) * weight_levels(p.weight_bits)
+            w = quantise_weight(w, p.weight_bits, ste)
+        if p.stuck_at_zero_fraction > 0 or p.stuck_at_max_fraction > 0:
+            top = scale_top if scale_top is not None else w.detach().abs().max()
+            w = torch.where(chip.stuck_zero[name], torch.zeros_like(w), w)
+            w = torch.where(chip.stuck_max[name], top * torch.sign(w.detach() + 1e-12), w)
+        if p.mismatch_weight_sigma > 0:
+            w = w * chip.weight_gain[name]
+        if p.drift_nu > 0 and chip.age_s > 0:
+            w = w * (1.0 + chip.age_s / p.drift_t0_s) ** (-chip.drift_nu[name])
+        if p.noise_weight_sigma > 0:
+            top = w.detach().abs().max()
+            noise = torch.randn(w.shape, generator=chip.generator) * (p.noise_weight_sigma * top)
+            w = w + noise
+        return w
+
+    def effective_weights(self, chip: ChipInstance | None) -> dict[str, torch.Tensor]:
+        """Every weight matrix as the chip would apply it (exact, no gradient)."""
+        with torch.no_grad():
+            return {n: self._effective(n, w, chip, False) for n, w in self._weights().items()}
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        ws: dict[str, torch.Tensor] = {
+            f"layers.{i}.weight": lin.weight for i, lin in enumerate(self.layers)
+        }
+        for i, r in enumerate(self.recurrent):
+            ws[f"recurrent.{i}"] = r
+        ws["readout.weight"] = self.readout.weight
+        return ws
+
+    # -- forward -----------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        chip: ChipInstance | None = None,
+        input_is_spikes: bool = False,
+        n_steps: int | None = None,
+    ) -> NetOutput:
+        """Run ``x`` (``[T, B, n_inputs]``) through the chip; see the class docstring."""
+        cfg = self.cfg
+        if x.dim() != 3 or x.shape[2] != cfg.n_inputs:
+            raise InputError(
+                f"expected input [T, B, {cfg.n_inputs}] (time, batch, inputs), got {list(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise InputError("input holds NaN or infinite values")
+        if n_steps is not None and n_steps < x.shape[0]:
+            x = x[:n_steps]  # low-power mode: fewer time steps
+        grad = torch.is_grad_enabled()
+        profile = chip.profile if chip is not None else None
+        t_steps, batch = x.shape[0], x.shape[1]
+        dt = cfg.dt_s
+        mem = torch.as_tensor(cfg.tau_mem_inv, dtype=x.dtype)
+        syn = torch.as_tensor(cfg.tau_syn_inv, dtype=x.dtype)
+        a_mem = dt * mem  # Norse: dt * p.tau_mem_inv * ((v_leak - v) + i)
+        neg_b_syn = -dt * syn  # Norse: -dt * p.tau_syn_inv * i
+        v_leak = torch.as_tensor(0.0, dtype=x.dtype)
+        p_fail = profile.transmission_failure_p if profile is not None else 0.0
+        sigma_v = profile.noise_membrane_sigma if profile is not None else 0.0
+        state_bits = profile.state_bits if profile is not None else None
+        state_range = profile.state_range if profile is not None else 1.0
+
+        weights = {n: self._effective(n, w, chip, grad) for n, w in self._weights().items()}
+        syn_ops = 0.0
+        dropped = 0.0
+        active = 0.0
+        spikes_per_layer: list[float] = []
+        counts: list[torch.Tensor] = []
+        s = x
+        spiking_in = input_is_spikes
+        for li, lin in enumerate(self.layers):
+            w = weights[f"layers.{li}.weight"]
+            cur, ops, drop = _synaptic_input(s, w, lin.bias, spiking_in, p_fail, chip)
+            syn_ops += ops
+            dropped += drop
+            with torch.no_grad():
+                active += float((cur != 0).sum())
+            w_rec = weights.get(f"recurrent.{li}")
+            v_th = cfg.v_th * (chip.threshold_scale[li] if chip is not None else 1.0)
+            n = w.shape[0]
+            v = torch.zeros(batch, n, dtype=x.dtype)
+            i = torch.zeros(batch, n, dtype=x.dtype)
+            z = torch.zeros(batch, n, dtype=x.dtype)
+            zs = []
+            for t in range(t_steps):
+                inp = cur[t]
+                if w_rec is not None:
+                    inp = inp + z @ w_rec.t()
+                i = i + inp
+                v = v + a_mem * ((v_leak - v) + i)
+                i = i + neg_b_syn * i
+                if sigma_v > 0 and chip is not None:
+                    v = v + torch.randn(v.shape, generator=chip.generator) * sigma_v
+                if state_bits is not None:
+                    v = quantise_state(v, state_bits, state_range, grad)
+                    i = quantise_state(i, state_bits, state_range, grad)
+                if grad:
+                    z = norse_threshold(v - v_th, "super", cfg.surrogate_alpha)
+                else:
+                    z = (v - v_th > 0).to(x.dtype)
+                v = (1 - z) * v
+                zs.append(z)
+            s = torch.stack(zs)
+            spiking_in = True
+            with torch.no_grad():
+                c = s.sum(0)
+                counts.append(c)
+                spikes_per_layer.append(float(c.sum()))
+                if w_rec is not None:
+                    fan = (w_rec != 0).sum(0).to(x.dtype)
+                    syn_ops += float((s[:-1].sum((0, 1)) * fan).sum())
+        # Leaky-integrator readout (Norse li_feed_forward_step), mean membrane over time.
+        w_out = weights["readout.weight"]
+        cur, ops, drop = _synaptic_input(s, w_out, self.readout.bias, True, p_fail, chip)
+        syn_ops += ops
+        dropped += drop
+        with torch.no_grad():
+            active += float((cur != 0).sum())
+        v = torch.zeros(batch, cfg.n_outputs, dtype=x.dtype)
+        i = torch.zeros_like(v)
+        v_sum = torch.zeros_like(v)
+        for t in range(t_steps):
+            i = i + cur[t]
+            v = v + a_mem * ((v_leak - v) + i)
+            i = i + neg_b_syn * i
+            v_sum = v_sum + v
+        outputs = v_sum / t_steps
+
+        neurons = tuple(int(n) for n in cfg.hidden)
+        total_neurons = sum(neurons) + cfg.n_outputs
+        macs = sum(w.numel() for w in weights.values()) * batch
+        telemetry = Telemetry(
+            batch_size=batch,
+            n_steps=t_steps,
+            layer_names=tuple(f"hidden{k}" for k in range(len(neurons))),
+            neurons_per_layer=neurons,
+            spikes_per_layer=tuple(spikes_per_layer),
+            synaptic_ops=syn_ops,
+            neuron_updates=float(total_neurons * t_steps * batch),
+            active_neuron_updates=active,
+            spikes_routed=float(sum(spikes_per_layer)),
+            dense_macs=float(macs),
+            extra={"synaptic_events_dropped": dropped},
+        )
+        return NetOutput(outputs, torch.cat(counts, dim=1).detach(), telemetry)
+
+
+def _synaptic_input(
+    s: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    spiking: bool,
+    p_fail: float,
+    chip: ChipInstance | None,
+) -> tuple[torch.Tensor, float, float]:
+    """Input currents ``[T, B, n_out]`` for inputs ``s``; synaptic events and dropped ones.
+
+    Events are counted as non-zero inputs times the non-zero fan-out. With a
+    transmission failure probability, each (step, synapse) event is lost independently
+    (the same draw is shared by the samples of a batch in that step).
+    """
+    with torch.no_grad():
+        nz = (w != 0).to(s.dtype)
+        active_in = (s != 0).to(s.dtype).sum(1)  # [T, n_in]
+        attempted = float((active_in @ nz.sum(0)).sum())
+    if spiking and p_fail > 0 and chip is not None:
+        keep = (
+            torch.rand((s.shape[0], *w.shape), generator=chip.generator) >= p_fail
+        ).to(s.dtype)
+        cur = torch.einsum("tbj,tij->tbi", s, w * keep)
+        with torch.no_grad():
+            delivered = float((active_in * (keep * nz).sum(1)).sum())
+        dropped = attempted - delivered
+    else:
+        cur = torch.matmul(s, w.t())
+        dropped = 0.0
+    if bias is not None:
+        cur = cur + bias
+    return cur, attempted - dropped, dropped
