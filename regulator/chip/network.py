@@ -61,6 +61,7 @@ class NetOutput:
     outputs: torch.Tensor
     hidden_counts: torch.Tensor
     telemetry: Telemetry
+    last_spikes: torch.Tensor | None = None  # [T, B, hidden[-1]], input of the readout
 
 
 def _weight_names(cfg: NetworkConfig) -> list[str]:
@@ -327,7 +328,7 @@ class SpikingNetwork(nn.Module):
             dense_macs=float(macs),
             extra={"synaptic_events_dropped": dropped},
         )
-        return NetOutput(outputs, torch.cat(counts, dim=1).detach(), telemetry)
+        return NetOutput(outputs, torch.cat(counts, dim=1).detach(), telemetry, s)
 
 
 def _synaptic_input(
