@@ -1,0 +1,434 @@
+"""The state directory: event log, labelled-sample buffer, monitor snapshots.
+
+Layout under the state directory (default ``./state``)::
+
+    registry/        the model registry (regulator.registry)
+    events.jsonl     the event log, one JSON object a line (events.jsonl.1: the previous one)
+    labels.jsonl     the labelled-sample buffer, append-only, compacted by atomic rewrite
+    monitors/        monitor baselines and state, one JSON file per name, atomic
+    lock             flock'ed by the daemon that owns the directory
+
+Appends are written, flushed and fsynced before the call returns, so an event or a label
+that was acknowledged survives kill -9. A line cut short by a crash is dropped (and
+truncated away) when the file is reopened.
+
+>>> import tempfile
+>>> st = StateDir(tempfile.mkdtemp(), clock=lambda: 100.0)
+>>> st.events.append("decision", rule="drift", action="recalibrate")["ts"]
+100.0
+>>> _ = st.labels.add([Label("s1", [0.5, 1.0], 1, t=99.0), Label("s2", [0.1, 0.2], 0, t=101.0)])
+>>> st.labels.class_counts()
+{0: 1, 1: 1}
+>>> [lab.sample_id for lab in st.labels.labelled_since(100.0)]
+['s2']
+>>> st.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from regulator import atomic
+from regulator.errors import ConfigError, DataFormatError
+
+__all__ = [
+    "EVENT_KINDS",
+    "EventLog",
+    "JsonStore",
+    "Label",
+    "LabelBuffer",
+    "StateDir",
+]
+
+log = logging.getLogger(__name__)
+
+EVENT_KINDS = frozenset(
+    {
+        "start",
+        "stop",
+        "detection",
+        "decision",
+        "recalibration",
+        "rollback",
+        "alert",
+        "reload",
+        "job",
+        "error",
+    }
+)
+"""The usual event kinds; any lower-case identifier is accepted."""
+
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def _read_lines(path: Path) -> tuple[list[Any], int]:
+    """Parse a JSON-lines file, dropping (and truncating away) a torn last line.
+
+    Returns the records and the number of bad lines skipped.
+    """
+    records: list[Any] = []
+    bad = 0
+    if not path.exists():
+        return records, bad
+    data = path.read_bytes()
+    good_end = 0
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:  # torn write at the end: no newline was written
+            log.warning("%s: dropping an incomplete last line (%d bytes)", path, len(data) - pos)
+            break
+        line = data[pos:nl]
+        pos = nl + 1
+        good_end = pos
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            bad += 1
+            log.warning("%s: skipping a malformed line", path)
+    if good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+    return records, bad
+
+
+class _AppendFile:
+    """An append-mode file where every write is flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        new = not path.exists()
+        self._f: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if new:
+            atomic.fsync_dir(path.parent)
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        self._f.write("".join(line + "\n" for line in lines))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def size(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class EventLog:
+    """Durable JSON-lines log of what the daemon noticed, decided and did.
+
+    Each line is ``{"ts": seconds, "kind": str, "fields": {...}}``. The file is rotated
+    to ``<name>.1`` when it grows past ``max_bytes``; :meth:`recent` keeps the last
+    ``keep`` events in memory for ``/v1/status``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        clock: Callable[[], float] = time.time,
+        max_bytes: int = 64 * 1024 * 1024,
+        keep: int = 1000,
+    ) -> None:
+        if max_bytes <= 0 or keep <= 0:
+            raise ValueError("max_bytes and keep must be positive")
+        self.path = Path(path)
+        self._clock = clock
+        self._max_bytes = max_bytes
+        self._keep = keep
+        self._lock = threading.Lock()
+        records, _ = _read_lines(self.path)
+        self._recent: list[dict[str, Any]] = [r for r in records if isinstance(r, dict)][-keep:]
+        self._file = _AppendFile(self.path)
+
+    def append(self, kind: str, ts: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Write one event durably and return it. ``fields`` must be JSON-serialisable
+        (non-finite floats are written as null)."""
+        if not _KIND_RE.match(kind):
+            raise ValueError(f"event kind must be a lower-case identifier, got {kind!r}")
+        event = {
+            "ts": float(self._clock() if ts is None else ts),
+            "kind": kind,
+            "fields": _finite(fields),
+        }
+        line = _dumps(event)
+        with self._lock:
+            self._file.write_lines([line])
+            self._recent.append(event)
+            if len(self._recent) > 2 * self._keep:
+                del self._recent[: -self._keep]
+            if self._file.size() > self._max_bytes:
+                self._rotate()
+        return event
+
+    def recent(self, n: int = 50, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The last ``n`` events (oldest first), optionally of the given kinds only."""
+        wanted = None if kinds is None else set(kinds)
+        with self._lock:
+            events = [e for e in self._recent if wanted is None or e.get("kind") in wanted]
+        return events[-n:] if n > 0 else []
+
+    def read_all(self) -> list[dict[str, Any]]:
+        """Every event in the current file (not the rotated one), oldest first."""
+        with self._lock:
+            records, _ = _read_lines(self.path)
+        return [r for r in records if isinstance(r, dict)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self._file = _AppendFile(self.path)
+
+
+def _finite(obj: Any) -> Any:
+    """Replace non-finite floats by None, recursively, so the line stays valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True)
+class Label:
+    """One labelled sample: input ``x`` (nested list, [C][L] or [C]), target ``y``
+    (class index or regression value), time ``t`` in seconds, optional ``env`` tag."""
+
+    sample_id: str
+    x: list[Any]
+    y: int | float
+    t: float
+    env: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sample_id": self.sample_id, "x": self.x, "y": self.y, "t": self.t, "env": self.env}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Label:
+        if not isinstance(obj, dict):
+            raise DataFormatError("label record is not an object")
+        try:
+            y = obj["y"]
+            if isinstance(y, bool) or not isinstance(y, int | float):
+                raise TypeError("y must be a number")
+            return cls(
+                sample_id=str(obj["sample_id"]),
+                x=list(obj["x"]),
+                y=y,
+                t=float(obj["t"]),
+                env=obj.get("env"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataFormatError(f"bad label record: {exc}") from exc
+
+
+class LabelBuffer:
+    """Bounded, durable buffer of labelled samples, newest last.
+
+    :meth:`add` returns only after the labels are fsynced, so a label that was
+    acknowledged is never lost. A sample id added again replaces the older record.
+    Beyond ``max_samples`` the oldest are dropped; the file is compacted (atomic
+    rewrite) once it holds ``compact_factor`` times more lines than the buffer.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_samples: int = 10_000,
+        compact_factor: float = 2.0,
+    ) -> None:
+        if max_samples <= 0:
+            raise ValueError(f"max_samples must be positive, got {max_samples}")
+        if compact_factor <= 1.0:
+            raise ValueError(f"compact_factor must be > 1, got {compact_factor}")
+        self.path = Path(path)
+        self.max_samples = max_samples
+        self._compact_factor = compact_factor
+        self._lock = threading.Lock()
+        self._items: dict[str, Label] = {}
+        records, bad = _read_lines(self.path)
+        for rec in records:
+            try:
+                lab = Label.from_json(rec)
+            except DataFormatError as exc:
+                bad += 1
+                log.warning("%s: skipping a record: %s", self.path, exc)
+                continue
+            self._items.pop(lab.sample_id, None)
+            self._items[lab.sample_id] = lab
+        self._trim()
+        self._lines = len(records) + bad
+        self._file = _AppendFile(self.path)
+        if bad or self._lines > self._compact_factor * self.max_samples:
+            self._compact()
+
+    def add(self, labels: Iterable[Label]) -> int:
+        """Persist ``labels`` (fsync) and then make them visible; return how many."""
+        batch = list(labels)
+        if not batch:
+            return 0
+        lines = [_dumps(lab.to_json()) for lab in batch]  # raises on NaN before writing
+        with self._lock:
+            self._file.write_lines(lines)
+            self._lines += len(lines)
+            for lab in batch:
+                self._items.pop(lab.sample_id, None)
+                self._items[lab.sample_id] = lab
+            self._trim()
+            if self._lines > self._compact_factor * self.max_samples:
+                self._compact()
+        return len(batch)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __contains__(self, sample_id: object) -> bool:
+        with self._lock:
+            return sample_id in self._items
+
+    def all(self) -> list[Label]:
+        """Every buffered label, oldest first."""
+        with self._lock:
+            return list(self._items.values())
+
+    def labelled_since(self, t: float) -> list[Label]:
+        """Labels with time ``t`` or later, in insertion order."""
+        with self._lock:
+            return [lab for lab in self._items.values() if lab.t >= t]
+
+    def class_counts(self, since: float | None = None) -> dict[int | float, int]:
+        """How many labels per class (value of ``y``), optionally since a time."""
+        with self._lock:
+            counts = Counter(
+                lab.y for lab in self._items.values() if since is None or lab.t >= since
+            )
+        return dict(sorted(counts.items()))
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def _trim(self) -> None:
+        excess = len(self._items) - self.max_samples
+        if excess > 0:
+            for key in list(self._items)[:excess]:
+                del self._items[key]
+
+    def _compact(self) -> None:
+        self._file.close()
+        text = "".join(_dumps(lab.to_json()) + "\n" for lab in self._items.values())
+        atomic.write_text(self.path, text)
+        self._lines = len(self._items)
+        self._file = _AppendFile(self.path)
+
+
+class JsonStore:
+    """Named JSON documents (monitor baselines and state), each written atomically."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"bad state name {name!r}: letters, digits, '_', '.', '-' only")
+        return self.root / f"{name}.json"
+
+    def save(self, name: str, obj: Any) -> None:
+        atomic.write_json(self._path(name), obj)
+
+    def load(self, name: str, default: Any = None) -> Any:
+        """The saved document, or ``default`` if there is none or it is unreadable."""
+        path = self._path(name)
+        try:
+            return atomic.read_json(path)
+        except FileNotFoundError:
+            return default
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable, ignored: %s", path, exc)
+            return default
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.json"))
+
+
+class StateDir:
+    """Opens (and by default locks) a state directory and its stores.
+
+    A second process opening the same directory with ``lock=True`` gets ConfigError:
+    two daemons must not share one state directory.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        clock: Callable[[], float] = time.time,
+        max_labels: int = 10_000,
+        lock: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file: IO[str] | None = None
+        if lock:
+            self._acquire_lock()
+        for p in self.root.iterdir():
+            if p.name.startswith(atomic.TMP_PREFIX) and p.is_file():
+                p.unlink()
+        self.registry_dir = self.root / "registry"
+        self.events = EventLog(self.root / "events.jsonl", clock=clock)
+        self.labels = LabelBuffer(self.root / "labels.jsonl", max_samples=max_labels)
+        self.monitors = JsonStore(self.root / "monitors")
+
+    def _acquire_lock(self) -> None:
+        f = open(self.root / "lock", "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise ConfigError(
+                f"state directory {self.root} is in use by another process (pid {holder})"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock_file = f
+
+    def close(self) -> None:
+        self.events.close()
+        self.labels.close()
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None

@@ -1,0 +1,157 @@
+"""The state directory: event log, label buffer, monitor snapshots survive reopening."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from regulator.errors import ConfigError
+from regulator.service.state import EventLog, JsonStore, Label, LabelBuffer, StateDir
+
+
+def test_event_log_survives_reopen(tmp_path: Path) -> None:
+    p = tmp_path / "events.jsonl"
+    log = EventLog(p, clock=lambda: 5.0)
+    log.append("detection", monitor="drift", score=3.5)
+    log.append("decision", rule="r1", action="recalibrate", reasons=["drift"])
+    log.close()
+    log2 = EventLog(p)
+    kinds = [e["kind"] for e in log2.recent()]
+    assert kinds == ["detection", "decision"]
+    assert log2.recent(kinds=["decision"])[0]["fields"]["reasons"] == ["drift"]
+    assert log2.read_all()[0] == {
+        "ts": 5.0,
+        "kind": "detection",
+        "fields": {"monitor": "drift", "score": 3.5},
+    }
+    log2.close()
+
+
+def test_event_log_torn_line_dropped(tmp_path: Path) -> None:
+    p = tmp_path / "events.jsonl"
+    log = EventLog(p)
+    log.append("alert", fingerprint="abc")
+    log.close()
+    with open(p, "a") as f:
+        f.write('{"ts": 1, "kind": "dec')  # kill -9 mid-write
+    log2 = EventLog(p)
+    log2.append("rollback", to="v000001")
+    log2.close()
+    lines = p.read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["alert", "rollback"]
+
+
+def test_event_log_nan_and_bad_kind(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.jsonl")
+    assert log.append("detection", score=math.nan)["fields"]["score"] is None
+    with pytest.raises(ValueError, match="lower-case"):
+        log.append("Bad Kind")
+    log.close()
+
+
+def test_event_log_rotates(tmp_path: Path) -> None:
+    p = tmp_path / "e.jsonl"
+    log = EventLog(p, max_bytes=200)
+    for i in range(20):
+        log.append("job", i=i)
+    log.close()
+    assert (tmp_path / "e.jsonl.1").exists()
+    assert p.stat().st_size <= 200 + 100
+    assert len(log.recent(100)) == 20
+
+
+def test_label_buffer_survives_reopen(tmp_path: Path) -> None:
+    p = tmp_path / "labels.jsonl"
+    buf = LabelBuffer(p)
+    buf.add(
+        [
+            Label("a", [[0.1, 0.2], [0.3, 0.4]], 1, 10.0, env={"temp": 20}),
+            Label("b", [0.5], 0, 11.0),
+        ]
+    )
+    buf.add([Label("c", [0.6], 1, 12.0)])
+    buf.close()
+    buf2 = LabelBuffer(p)
+    assert [lab.sample_id for lab in buf2.all()] == ["a", "b", "c"]
+    assert buf2.all()[0].x == [[0.1, 0.2], [0.3, 0.4]]
+    assert buf2.all()[0].env == {"temp": 20}
+    assert buf2.class_counts() == {0: 1, 1: 2}
+    assert buf2.class_counts(since=11.5) == {1: 1}
+    assert [lab.sample_id for lab in buf2.labelled_since(11.0)] == ["b", "c"]
+    assert "a" in buf2 and len(buf2) == 3
+    buf2.close()
+
+
+def test_label_buffer_relabel_replaces(tmp_path: Path) -> None:
+    buf = LabelBuffer(tmp_path / "l.jsonl")
+    buf.add([Label("a", [0.0], 0, 1.0), Label("b", [0.0], 0, 1.0)])
+    buf.add([Label("a", [0.0], 2, 2.0)])
+    assert [(lab.sample_id, lab.y) for lab in buf.all()] == [("b", 0), ("a", 2)]
+    buf.close()
+    buf2 = LabelBuffer(tmp_path / "l.jsonl")
+    assert len(buf2.all()) == 2
+    buf2.close()
+
+
+def test_label_buffer_bounded_and_compacted(tmp_path: Path) -> None:
+    p = tmp_path / "l.jsonl"
+    buf = LabelBuffer(p, max_samples=10)
+    for i in range(55):
+        buf.add([Label(f"s{i}", [float(i)], i % 3, float(i))])
+    assert len(buf) == 10
+    assert buf.all()[0].sample_id == "s45"
+    buf.close()
+    assert len(p.read_text().splitlines()) <= 20
+    buf2 = LabelBuffer(p, max_samples=10)
+    assert [lab.sample_id for lab in buf2.all()] == [f"s{i}" for i in range(45, 55)]
+    buf2.close()
+
+
+def test_label_buffer_torn_and_bad_lines(tmp_path: Path) -> None:
+    p = tmp_path / "l.jsonl"
+    buf = LabelBuffer(p)
+    buf.add([Label("a", [1.0], 1, 1.0)])
+    buf.close()
+    with open(p, "a") as f:
+        f.write('{"sample_id": "x"}\n')  # no fields: skipped
+        f.write('{"sample_id": "b", "x": [1')  # torn
+    buf2 = LabelBuffer(p)
+    assert [lab.sample_id for lab in buf2.all()] == ["a"]
+    buf2.close()
+    assert len(p.read_text().splitlines()) == 1  # compacted away
+
+
+def test_label_buffer_refuses_nan_without_writing(tmp_path: Path) -> None:
+    p = tmp_path / "l.jsonl"
+    buf = LabelBuffer(p)
+    with pytest.raises(ValueError):
+        buf.add([Label("a", [1.0], 1, 1.0), Label("b", [math.inf], 1, 1.0)])
+    assert len(buf) == 0 and p.read_text() == ""
+    buf.close()
+
+
+def test_json_store(tmp_path: Path) -> None:
+    store = JsonStore(tmp_path / "monitors")
+    assert store.load("ood", default={}) == {}
+    store.save("ood", {"threshold": 0.01})
+    assert JsonStore(tmp_path / "monitors").load("ood") == {"threshold": 0.01}
+    assert store.names() == ["ood"]
+    with pytest.raises(ValueError, match="bad state name"):
+        store.save("../x", {})
+    (tmp_path / "monitors" / "broken.json").write_text("{")
+    assert store.load("broken") is None
+
+
+def test_state_dir_lock(tmp_path: Path) -> None:
+    st = StateDir(tmp_path / "state")
+    with pytest.raises(ConfigError, match="in use by another process"):
+        StateDir(tmp_path / "state")
+    st.events.append("start")
+    st.close()
+    st2 = StateDir(tmp_path / "state")
+    assert st2.events.recent()[0]["kind"] == "start"
+    assert st2.registry_dir == tmp_path / "state" / "registry"
+    st2.close()
