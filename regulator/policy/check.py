@@ -1,0 +1,30 @@
+"""``regulator check-config FILE``: validate a policy file without running anything."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from regulator.errors import ConfigError
+from regulator.policy.model import load_policy
+
+__all__ = ["check_config"]
+
+
+def check_config(path: Path | str, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Validate ``path``: 0 with a one-line summary on ``out`` (default stdout), or 2 with
+    every error, each with its dotted field path, on ``err`` (default stderr)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        policy = load_policy(Path(path))
+    except ConfigError as exc:
+        print(exc, file=err)
+        return 2
+    print(
+        f"{path}: valid policy for device {policy.device.id!r} "
+        f"({len(policy.rules)} rules, {len(policy.schedules)} schedules)",
+        file=out,
+    )
+    return 0

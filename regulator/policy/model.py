@@ -1,0 +1,647 @@
+"""The policy file: frozen pydantic models, and the loader that turns a file into one.
+
+Every section has defaults, so an empty file (or no file at all) is the embedded
+default: the shipped ``nanosensor`` prior on a simulated ``loihi`` chip, a simulated
+environment that shifts every three minutes with labels for 30 % of the samples, two
+rules (drift → supervised recalibration; accuracy below 0.7 over 50 labels → supervised
+recalibration) and the HTTP API on 127.0.0.1:9890. ``deploy/policies/default.yaml``
+spells the same policy out with every field commented.
+
+Units are in the field names or docstrings: seconds (``_s``), watts, joules (``_j``),
+samples per second (``rate_hz``).
+
+>>> policy = Policy()
+>>> policy.http.port, policy.device.profile, [r.name for r in policy.rules]
+(9890, 'loihi', ['drift', 'low-accuracy'])
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from regulator.errors import ConfigError
+
+__all__ = [
+    "RECALIBRATION_ACTIONS",
+    "AccuracyBelow",
+    "Action",
+    "AlertsConfig",
+    "Condition",
+    "CronSchedule",
+    "DeviceConfig",
+    "DriftDetected",
+    "HttpConfig",
+    "HttpSource",
+    "IntervalSchedule",
+    "LayerSaturated",
+    "LayerSilent",
+    "LoggingConfig",
+    "ModelConfig",
+    "MonitorsConfig",
+    "OodPvalueBelow",
+    "Policy",
+    "PowerAbove",
+    "RecalibrationConfig",
+    "ReplaySource",
+    "Rule",
+    "Schedule",
+    "ShiftSchedule",
+    "SimulatedSource",
+    "Source",
+    "load_policy",
+    "parse_policy",
+    "policy_json_schema",
+]
+
+Action = Literal[
+    "recalibrate_supervised", "recalibrate_label_free", "rollback", "low_power", "alert_only"
+]
+"""What a rule, a schedule or an alert asks the daemon to do."""
+
+RECALIBRATION_ACTIONS: frozenset[str] = frozenset(
+    {"recalibrate_supervised", "recalibrate_label_free"}
+)
+"""Actions that spend learning energy and count towards ``recalibration.max_per_hour``."""
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_TOKEN_HELP = (
+    "a literal token is not allowed in the policy file; put it in the environment "
+    "variable named by http.token_env (default REGULATOR_TOKEN) or in the file named "
+    "by http.token_file"
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- device and model -----------------------------------------------------------------
+
+
+class DeviceConfig(_Section):
+    """The chip instance: its id (the ``device`` label of every metric) and hardware."""
+
+    id: str = Field(default="chip0", min_length=1, max_length=64, pattern=_NAME)
+    profile: str = Field(default="loihi", min_length=1, pattern=_NAME)
+    """A chip profile name (``ideal``, ``loihi``, ``memristive``, …); checked at start-up."""
+    seed: int = Field(default=0, ge=0)
+    """Fixes the device mismatch of this chip instance, and the simulated environment."""
+
+
+class ModelConfig(_Section):
+    """The meta-trained prior to serve and adapt from."""
+
+    prior: str = Field(default="models/nanosensor", min_length=1)
+    """A model folder; a relative path is resolved by the service (working directory,
+    then the repository root)."""
+    n_steps: int | None = Field(default=None, ge=1)
+    """Time steps per sample; None keeps the model's own."""
+
+
+# --- sources --------------------------------------------------------------------------
+
+
+class ShiftSchedule(_Section):
+    """How the simulated environment shifts over time."""
+
+    kind: Literal["none", "abrupt", "gradual", "recurring"] = "abrupt"
+    period_s: float = Field(default=180.0, gt=0)
+    """Seconds between shifts (abrupt, recurring) or for one full ramp (gradual)."""
+    magnitude: float = Field(default=1.0, ge=0)
+    """Size of a shift, in units of the family's typical environment spread."""
+
+
+class SimulatedSource(_Section):
+    """Samples from a task family's simulated environment, with delayed labels."""
+
+    kind: Literal["simulated"] = "simulated"
+    family: str = Field(default="nanosensor", min_length=1, pattern=_NAME)
+    schedule: ShiftSchedule = Field(default_factory=ShiftSchedule)
+    rate_hz: float = Field(default=20.0, gt=0, le=100_000)
+    """Samples per second."""
+    label_fraction: float = Field(default=0.3, ge=0, le=1)
+    """Fraction of samples whose label is fed back."""
+    label_delay_samples: int = Field(default=10, ge=0)
+    """A label arrives this many samples after its sample."""
+
+
+class ReplaySource(_Section):
+    """Recorded labelled data files, in order, as one stream (one segment per file)."""
+
+    kind: Literal["replay"] = "replay"
+    files: tuple[str, ...] = Field(min_length=1)
+    rate_hz: float | None = Field(default=None, gt=0)
+    """Samples per second; None replays as fast as possible, in simulated time."""
+    label_fraction: float = Field(default=0.0, ge=0, le=1)
+    """Fraction of samples whose label is fed back (after ``label_delay_samples``)."""
+    label_delay_samples: int = Field(default=0, ge=0)
+    labels_per_class_at_segment_start: int = Field(default=0, ge=0)
+    """Labelled samples per class revealed at the start of each file (segment)."""
+
+
+class HttpSource(_Section):
+    """Samples pushed to ``POST /v1/samples``."""
+
+    kind: Literal["http"] = "http"
+    queue_size: int = Field(default=1024, ge=1, le=1_000_000)
+    """Samples waiting to be served; beyond it pushes are rejected and counted."""
+
+
+def _source_kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("kind", "simulated"))
+    return str(getattr(value, "kind", "simulated"))
+
+
+Source = Annotated[
+    Annotated[SimulatedSource, Tag("simulated")]
+    | Annotated[ReplaySource, Tag("replay")]
+    | Annotated[HttpSource, Tag("http")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="source.kind must be simulated, replay or http",
+    ),
+]
+
+
+# --- monitors -------------------------------------------------------------------------
+
+
+class MonitorsConfig(_Section):
+    """Plug-in names and settings of the monitors."""
+
+    ood_scorer: str = Field(default="mahalanobis", pattern=_NAME)
+    """OOD scorer name; unknown names are refused at start-up with the valid ones."""
+    detector: str = Field(default="cusum", pattern=_NAME)
+    """Sequential change detector name, run on the OOD p-values."""
+    mean_samples_between_false_alarms: float = Field(default=5000.0, gt=1)
+    """The detector's in-control average run length (samples per false alarm)."""
+    accuracy_window_labels: int = Field(default=100, ge=1)
+    """Accuracy is computed over at most this many most recent labels."""
+    spike_density_window_samples: int = Field(default=100, ge=1)
+    silent_threshold: float = Field(default=0.001, ge=0, le=1)
+    """A layer whose windowed spike density (spikes per neuron per step) is at or
+    below this is silent."""
+    saturated_threshold: float = Field(default=0.5, gt=0, le=1)
+    """A layer whose windowed spike density is at or above this is saturated."""
+    power_window_s: float = Field(default=10.0, gt=0)
+    """Power is energy over the last this many seconds, divided by them."""
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> MonitorsConfig:
+        if self.silent_threshold >= self.saturated_threshold:
+            raise PydanticCustomError(
+                "threshold_order",
+                "silent_threshold ({silent}) must be below saturated_threshold ({saturated})",
+                {"silent": self.silent_threshold, "saturated": self.saturated_threshold},
+            )
+        return self
+
+
+# --- rules ----------------------------------------------------------------------------
+
+
+class DriftDetected(_Section):
+    """The sequential change detector has raised an alarm."""
+
+    signal: Literal["drift_detected"] = "drift_detected"
+    for_s: float = Field(default=0.0, ge=0)
+
+
+class OodPvalueBelow(_Section):
+    """The OOD p-value has stayed below ``threshold`` for ``for_s`` seconds."""
+
+    signal: Literal["ood_pvalue_below"] = "ood_pvalue_below"
+    threshold: float = Field(gt=0, le=1)
+    for_s: float = Field(default=30.0, ge=0)
+
+
+class AccuracyBelow(_Section):
+    """Accuracy from delayed labels is below ``threshold``, over at least
+    ``last_n_labels`` labels (at most ``monitors.accuracy_window_labels``)."""
+
+    signal: Literal["accuracy_below"] = "accuracy_below"
+    threshold: float = Field(ge=0, le=1)
+    last_n_labels: int = Field(default=50, ge=1)
+    for_s: float = Field(default=0.0, ge=0)
+
+
+class PowerAbove(_Section):
+    """Power has stayed above ``watts`` for ``for_s`` seconds."""
+
+    signal: Literal["power_above"] = "power_above"
+    watts: float = Field(gt=0)
+    for_s: float = Field(default=60.0, ge=0)
+
+
+class LayerSilent(_Section):
+    """Some layer (of ``layers``, or any when empty) has been silent for ``for_s`` s."""
+
+    signal: Literal["layer_silent"] = "layer_silent"
+    layers: tuple[str, ...] = ()
+    for_s: float = Field(default=30.0, ge=0)
+
+
+class LayerSaturated(_Section):
+    """Some layer (of ``layers``, or any when empty) has been saturated for ``for_s`` s."""
+
+    signal: Literal["layer_saturated"] = "layer_saturated"
+    layers: tuple[str, ...] = ()
+    for_s: float = Field(default=30.0, ge=0)
+
+
+Condition = Annotated[
+    DriftDetected | OodPvalueBelow | AccuracyBelow | PowerAbove | LayerSilent | LayerSaturated,
+    Field(discriminator="signal"),
+]
+
+
+class Rule(_Section):
+    """When ``condition`` holds, do ``action``; then wait ``cooldown_s`` before again."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    condition: Condition
+    action: Action
+    cooldown_s: float = Field(default=300.0, ge=0)
+
+
+def _default_rules() -> tuple[Rule, ...]:
+    return (
+        Rule(name="drift", condition=DriftDetected(), action="recalibrate_supervised"),
+        Rule(
+            name="low-accuracy",
+            condition=AccuracyBelow(threshold=0.7, last_n_labels=50),
+            action="recalibrate_supervised",
+        ),
+    )
+
+
+# --- recalibration, schedules, alerts -------------------------------------------------
+
+
+class RecalibrationConfig(_Section):
+    """How a recalibration runs and how often it may."""
+
+    k_shot: int = Field(default=5, ge=1)
+    """Labelled samples per class used to adapt."""
+    holdout_per_class: int = Field(default=3, ge=1)
+    """Labelled samples per class, not used to adapt, to compare candidate and serving."""
+    acceptance_margin: float = Field(default=0.0, ge=0, le=1)
+    """The candidate is accepted if its held-out accuracy is at most this much below
+    the serving model's."""
+    max_per_hour: int = Field(default=4, ge=0)
+    """Recalibrations (all triggers) per rolling hour; 0 stops rule-triggered ones."""
+    learning_energy_budget_j_per_day: float | None = Field(default=None, gt=0)
+    """Learning energy (joules) per UTC day; None means no budget."""
+    allow_label_free_fallback: bool = True
+    """With fewer than ``k_shot`` labels per class, adapt label-free instead of waiting."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """A recalibration running longer is abandoned and the candidate discarded."""
+    low_power_n_steps: int | None = Field(default=None, ge=1)
+    """Time steps per sample in low-power mode; None means half the model's."""
+
+
+class IntervalSchedule(_Section):
+    """Run ``action`` every ``every_s`` seconds."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    kind: Literal["interval"] = "interval"
+    every_s: float = Field(gt=0)
+    action: Action
+
+
+class CronSchedule(_Section):
+    """Run ``action`` at the times of a crontab expression (five fields)."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=_NAME)
+    kind: Literal["cron"] = "cron"
+    cron: str
+    timezone: str = "UTC"
+    action: Action
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "crontab",
+                "invalid crontab expression '{cron}': {why}",
+                {"cron": value, "why": str(exc)},
+            ) from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "timezone", "unknown time zone '{tz}'", {"tz": value}
+            ) from None
+        return value
+
+
+def _schedule_kind(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        if "kind" in value:
+            return str(value["kind"])
+        if "cron" in value:
+            return "cron"
+        if "every_s" in value:
+            return "interval"
+        return None
+    return getattr(value, "kind", None)
+
+
+Schedule = Annotated[
+    Annotated[IntervalSchedule, Tag("interval")] | Annotated[CronSchedule, Tag("cron")],
+    Discriminator(
+        _schedule_kind,
+        custom_error_type="schedule_kind",
+        custom_error_message="a schedule needs kind: interval (with every_s) or cron (with cron)",
+    ),
+]
+
+
+class AlertsConfig(_Section):
+    """Which Alertmanager alerts (``POST /v1/alerts``) may trigger actions.
+
+    A firing alert acts when it carries the label ``action_label`` whose value is one of
+    ``allowed_actions``; resolved alerts never act."""
+
+    enabled: bool = True
+    action_label: str = Field(default="regulator_action", pattern=_ENV_NAME)
+    allowed_actions: tuple[Action, ...] = (
+        "recalibrate_supervised",
+        "recalibrate_label_free",
+        "rollback",
+    )
+
+
+# --- http and logging -----------------------------------------------------------------
+
+
+class HttpConfig(_Section):
+    """HTTP bind address and where the bearer token comes from (never this file)."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=9890, ge=0, le=65535)
+    """0 picks a free port."""
+    token_env: str = Field(default="REGULATOR_TOKEN", pattern=_ENV_NAME)
+    """Environment variable holding the token for mutating routes."""
+    token_file: str | None = Field(default=None, min_length=1)
+    """A file holding the token (first line); takes precedence over ``token_env``."""
+    max_body_bytes: int = Field(default=1 << 20, ge=1)
+
+    token: SkipJsonSchema[None] = Field(default=None, exclude=True, repr=False)
+    """Always refused when given: see ``_TOKEN_HELP``."""
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_literal_token(cls, value: Any) -> None:
+        raise PydanticCustomError("literal_token", _TOKEN_HELP)
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+# --- the policy -----------------------------------------------------------------------
+
+
+class Policy(_Section):
+    """A whole policy file. ``Policy()`` is the embedded default."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    source: Source = Field(default_factory=SimulatedSource)
+    monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+    rules: tuple[Rule, ...] = Field(default_factory=_default_rules)
+    recalibration: RecalibrationConfig = Field(default_factory=RecalibrationConfig)
+    schedules: tuple[Schedule, ...] = ()
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    state_dir: str = Field(default="state", min_length=1)
+    """Registry, event log, buffers; ``--state-dir`` overrides it."""
+
+    token: SkipJsonSchema[None] = Field(default=None, exclude=True, repr=False)
+    """Always refused when given: see ``_TOKEN_HELP``."""
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_literal_token(cls, value: Any) -> None:
+        raise PydanticCustomError("literal_token", _TOKEN_HELP)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rule_names(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        _refuse_duplicates("rule name", [r.name for r in rules])
+        return rules
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_schedule_ids(cls, schedules: tuple[Any, ...]) -> tuple[Any, ...]:
+        _refuse_duplicates("schedule id", [s.id for s in schedules])
+        return schedules
+
+    @model_validator(mode="after")
+    def _accuracy_rules_fit_window(self) -> Policy:
+        window = self.monitors.accuracy_window_labels
+        for i, rule in enumerate(self.rules):
+            cond = rule.condition
+            if isinstance(cond, AccuracyBelow) and cond.last_n_labels > window:
+                raise PydanticCustomError(
+                    "window",
+                    "rules.{i}.condition.last_n_labels ({n}) exceeds "
+                    "monitors.accuracy_window_labels ({w})",
+                    {"i": i, "n": cond.last_n_labels, "w": window},
+                )
+        return self
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Policy:
+        """A new, validated policy with dotted fields replaced (``{"http.port": 0}``).
+
+        >>> Policy().with_overrides({"http.port": 9000, "state_dir": "/tmp/s"}).http.port
+        9000
+        """
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return parse_policy(data, origin="overrides")
+
+
+def _refuse_duplicates(what: str, names: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise PydanticCustomError(
+                "duplicate", "duplicate {what} '{name}'", {"what": what, "name": name}
+            )
+        seen.add(name)
+
+
+# --- loading --------------------------------------------------------------------------
+
+# Tags that pydantic inserts into error locations of tagged unions; a user's file does
+# not contain them, so they are dropped from the dotted paths we report.
+_UNION_TAGS: dict[str, frozenset[str]] = {
+    "source": frozenset({"simulated", "replay", "http"}),
+    "condition": frozenset(
+        {
+            "drift_detected",
+            "ood_pvalue_below",
+            "accuracy_below",
+            "power_above",
+            "layer_silent",
+            "layer_saturated",
+        }
+    ),
+    "schedules": frozenset({"interval", "cron"}),
+}
+
+
+def _dotted(loc: Sequence[int | str]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        owner = loc[i - 1] if i >= 1 else None
+        if isinstance(owner, int) and i >= 2:
+            owner = loc[i - 2]
+        if isinstance(item, str) and isinstance(owner, str) and item in _UNION_TAGS.get(owner, ()):
+            continue
+        parts.append(str(item))
+    return ".".join(parts) or "(top level)"
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One line per error, ``dotted.path: message``; input values are not echoed
+    where they could be secrets."""
+    lines = []
+    for err in error.errors(include_url=False):
+        path = _dotted(err["loc"])
+        line = f"{path}: {err['msg']}"
+        value = err.get("input")
+        if (
+            "token" not in path
+            and err["type"] not in ("missing", "extra_forbidden")
+            and isinstance(value, str | int | float | bool)
+        ):
+            line += f" (got {value!r})"
+        lines.append(line)
+    return lines
+
+
+def parse_policy(data: Any, origin: str = "policy") -> Policy:
+    """Validate already-parsed data (a mapping, or None for the default) into a Policy.
+
+    Raises ConfigError listing every error with its dotted field path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{origin}: the top level must be a mapping of sections, not {type(data).__name__}"
+        )
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        lines = format_validation_error(exc)
+        noun = "error" if len(lines) == 1 else "errors"
+        body = "\n".join(f"  {line}" for line in lines)
+        raise ConfigError(f"{origin}: invalid policy ({len(lines)} {noun}):\n{body}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML keeps the last
+    silently, which hides typos in long policy files)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_policy(path: Path | str | None) -> Policy:
+    """Read and validate a policy file; None gives the embedded default.
+
+    A ``.toml`` suffix is read as TOML, anything else as YAML. Raises ConfigError for an
+    unreadable file, a syntax error (with its line) or invalid content (every error,
+    each with its dotted field path)."""
+    if path is None:
+        return Policy()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read policy file: {exc}") from None
+    data: Any
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    else:
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = exc.problem or exc.context or "syntax error"
+            raise ConfigError(f"{path}: YAML error{where}: {problem}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: YAML error: {exc}") from None
+    return parse_policy(data, origin=str(path))
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy file (for editors and documentation)."""
+    return Policy.model_json_schema()
