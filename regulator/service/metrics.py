@@ -1,0 +1,242 @@
+"""Every Prometheus metric of the daemon, on a registry that is passed in, never global.
+
+Each series carries the label ``device``. Metrics without other labels are exposed as
+ready-bound children (``m.samples.inc()``); labelled ones as :class:`Family` whose
+``labels()`` adds the device (``m.samples_rejected.labels(reason="nan").inc()``).
+Units are base units: seconds, joules, watts, spikes per neuron per step.
+
+>>> from prometheus_client import CollectorRegistry
+>>> reg = CollectorRegistry()
+>>> m = Metrics(reg, device="chip0")
+>>> m.samples.inc(3)
+>>> m.record_recalibration("drift", "accepted", seconds=2.0)
+>>> m.set_model("v000002", prior="nanosensor")
+>>> reg.get_sample_value("regulator_samples_total", {"device": "chip0"})
+3.0
+>>> reg.get_sample_value("regulator_recalibrations_total",
+...     {"device": "chip0", "trigger": "drift", "outcome": "accepted"})
+1.0
+>>> reg.get_sample_value("regulator_model_info",
+...     {"device": "chip0", "version": "v000002", "prior": "nanosensor"})
+1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+__all__ = [
+    "INFERENCE_BUCKETS",
+    "RECALIBRATION_BUCKETS",
+    "RECALIBRATION_OUTCOMES",
+    "Family",
+    "Metrics",
+]
+
+RECALIBRATION_OUTCOMES = ("accepted", "rejected", "failed", "skipped")
+ENERGY_PHASES = ("inference", "learning")
+ALERT_STATUSES = ("firing", "resolved")
+
+INFERENCE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+"""Per-sample latency buckets, seconds."""
+
+RECALIBRATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Recalibration job duration buckets, seconds."""
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Family(Generic[M]):
+    """A labelled metric with the device label already filled in."""
+
+    def __init__(self, metric: M, device: str) -> None:
+        self._metric = metric
+        self._device = device
+
+    def labels(self, **labels: str) -> M:
+        return self._metric.labels(device=self._device, **labels)
+
+    def remove(self, **labels: str) -> None:
+        """Drop one series (for instance a layer that no longer exists)."""
+        self._metric.remove(*self._values(labels))
+
+    def _values(self, labels: dict[str, str]) -> list[str]:
+        full = {"device": self._device, **labels}
+        names: Sequence[str] = getattr(self._metric, "_labelnames", ())
+        return [full[name] for name in names]
+
+
+class Metrics:
+    """Creates the daemon's metrics on ``registry`` for one chip ``device``.
+
+    A second instance on a fresh registry works (reload builds a new one); two on the
+    same registry raise ``ValueError`` (duplicated timeseries), by prometheus-client.
+    """
+
+    def __init__(self, registry: CollectorRegistry, device: str) -> None:
+        if not device:
+            raise ValueError("device id must be a non-empty string")
+        self.registry = registry
+        self.device = device
+        d = ("device",)
+
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, (*d, *labels), registry=registry)
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(name, doc, (*d, *labels), registry=registry)
+
+        def hist(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, doc, d, registry=registry, buckets=buckets)
+
+        dev = device
+        # intake
+        self.samples = counter("regulator_samples_total", "Samples served.").labels(dev)
+        self.samples_rejected: Family[Counter] = Family(
+            counter(
+                "regulator_samples_rejected_total",
+                "Samples refused before inference, by reason.",
+                ("reason",),
+            ),
+            dev,
+        )
+        self.labels_received = counter(
+            "regulator_labels_total", "Labelled samples accepted into the feedback buffer."
+        ).labels(dev)
+        self.inference_seconds = hist(
+            "regulator_inference_seconds", "Per-sample inference latency.", INFERENCE_BUCKETS
+        ).labels(dev)
+        # chip telemetry
+        self.spike_density: Family[Gauge] = Family(
+            gauge(
+                "regulator_spike_density",
+                "Spikes per neuron per time step, by layer (recent window).",
+                ("layer",),
+            ),
+            dev,
+        )
+        self.layer_silent: Family[Gauge] = Family(
+            gauge("regulator_layer_silent", "1 while a layer is silent.", ("layer",)), dev
+        )
+        self.layer_saturated: Family[Gauge] = Family(
+            gauge("regulator_layer_saturated", "1 while a layer is saturated.", ("layer",)), dev
+        )
+        self.synaptic_ops = counter(
+            "regulator_synaptic_ops_total", "Synaptic operations on the chip."
+        ).labels(dev)
+        self.energy: Family[Counter] = Family(
+            counter(
+                "regulator_energy_joules_total",
+                "Chip energy, by phase (inference or learning).",
+                ("phase",),
+            ),
+            dev,
+        )
+        self.dense_ann_energy = counter(
+            "regulator_dense_ann_energy_joules_total",
+            "Energy a dense ANN of the same shape would have used (MACs x E_MAC).",
+        ).labels(dev)
+        self.power_watts = gauge("regulator_power_watts", "Chip power (recent window).").labels(dev)
+        # monitors
+        self.ood_score = gauge("regulator_ood_score", "Latest OOD score (p-value).").labels(dev)
+        self.ood_threshold = gauge(
+            "regulator_ood_threshold", "OOD p-value threshold in force."
+        ).labels(dev)
+        self.drift_detected = gauge(
+            "regulator_drift_detected", "1 while the drift detector is in alarm."
+        ).labels(dev)
+        self.drift_alarms = counter("regulator_drift_alarms_total", "Drift alarms raised.").labels(
+            dev
+        )
+        self.accuracy = gauge(
+            "regulator_accuracy", "Accuracy over the recent labelled window (0..1)."
+        ).labels(dev)
+        # adaptation
+        self._recalibrations = counter(
+            "regulator_recalibrations_total",
+            "Recalibrations, by trigger and outcome (accepted|rejected|failed|skipped).",
+            ("trigger", "outcome"),
+        )
+        self.recalibrations: Family[Counter] = Family(self._recalibrations, dev)
+        self.recalibration_seconds = hist(
+            "regulator_recalibration_seconds", "Recalibration job duration.", RECALIBRATION_BUCKETS
+        ).labels(dev)
+        self.calibration_samples_needed = gauge(
+            "regulator_calibration_samples_needed",
+            "Labelled samples still missing before a supervised recalibration can run.",
+        ).labels(dev)
+        self.rollbacks = counter("regulator_rollbacks_total", "Rollbacks performed.").labels(dev)
+        self._model_info = gauge(
+            "regulator_model_info", "The served model (value 1).", ("version", "prior")
+        )
+        self._model_labels: tuple[str, str] | None = None
+        # operations
+        self.policy_reload_failures = counter(
+            "regulator_policy_reload_failures_total", "Policy reloads refused."
+        ).labels(dev)
+        self.scheduler_jobs: Family[Counter] = Family(
+            counter(
+                "regulator_scheduler_jobs_total",
+                "Scheduler job events that need attention, by job and outcome (missed|failed).",
+                ("job", "outcome"),
+            ),
+            dev,
+        )
+        self.alerts_received: Family[Counter] = Family(
+            counter(
+                "regulator_alerts_received_total",
+                "Alertmanager alerts received, by status.",
+                ("status",),
+            ),
+            dev,
+        )
+        self.last_tick = gauge(
+            "regulator_last_tick_timestamp_seconds", "When the main loop last ticked."
+        ).labels(dev)
+
+        for phase in ENERGY_PHASES:
+            self.energy.labels(phase=phase)
+        for status in ALERT_STATUSES:
+            self.alerts_received.labels(status=status)
+
+    def init_recalibration_series(self, triggers: Iterable[str]) -> None:
+        """Create the zero series for every trigger × outcome, so rates start at 0."""
+        for trigger in triggers:
+            for outcome in RECALIBRATION_OUTCOMES:
+                self.recalibrations.labels(trigger=trigger, outcome=outcome)
+
+    def record_recalibration(
+        self, trigger: str, outcome: str, seconds: float | None = None
+    ) -> None:
+        """Count one recalibration; ``outcome`` is one of RECALIBRATION_OUTCOMES."""
+        if outcome not in RECALIBRATION_OUTCOMES:
+            raise ValueError(
+                f"unknown recalibration outcome {outcome!r}; "
+                f"valid: {', '.join(RECALIBRATION_OUTCOMES)}"
+            )
+        self.recalibrations.labels(trigger=trigger, outcome=outcome).inc()
+        if seconds is not None:
+            self.recalibration_seconds.observe(seconds)
+
+    def set_model(self, version: str, prior: str) -> None:
+        """Point ``regulator_model_info`` at the served model (one series at a time)."""
+        if self._model_labels is not None:
+            self._model_info.remove(self.device, *self._model_labels)
+        self._model_info.labels(self.device, version, prior).set(1)
+        self._model_labels = (version, prior)
+
+    def set_layers(
+        self, densities: dict[str, float], silent: Iterable[str] = (), saturated: Iterable[str] = ()
+    ) -> None:
+        """Set spike density and silent/saturated flags for every layer at once."""
+        silent_set, saturated_set = set(silent), set(saturated)
+        for layer, density in densities.items():
+            self.spike_density.labels(layer=layer).set(density)
+            self.layer_silent.labels(layer=layer).set(1.0 if layer in silent_set else 0.0)
+            self.layer_saturated.labels(layer=layer).set(1.0 if layer in saturated_set else 0.0)

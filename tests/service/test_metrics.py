@@ -1,0 +1,146 @@
+"""Every contracted metric exists, carries the device label, and reload is safe."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from regulator.service.metrics import Metrics
+
+DEV = {"device": "chip-7"}
+
+CONTRACT = [
+    "regulator_samples_total",
+    "regulator_samples_rejected_total",
+    "regulator_inference_seconds",
+    "regulator_spike_density",
+    "regulator_synaptic_ops_total",
+    "regulator_energy_joules_total",
+    "regulator_power_watts",
+    "regulator_ood_score",
+    "regulator_ood_threshold",
+    "regulator_drift_detected",
+    "regulator_drift_alarms_total",
+    "regulator_accuracy",
+    "regulator_recalibrations_total",
+    "regulator_recalibration_seconds",
+    "regulator_model_info",
+    "regulator_policy_reload_failures_total",
+    "regulator_calibration_samples_needed",
+    "regulator_layer_silent",
+    "regulator_layer_saturated",
+    "regulator_dense_ann_energy_joules_total",
+    "regulator_scheduler_jobs_total",
+    "regulator_alerts_received_total",
+]
+
+
+@pytest.fixture
+def reg() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def test_unlabelled_metrics_exist_with_device(reg: CollectorRegistry) -> None:
+    Metrics(reg, "chip-7")
+    for name in [
+        "regulator_samples_total",
+        "regulator_synaptic_ops_total",
+        "regulator_power_watts",
+        "regulator_ood_score",
+        "regulator_ood_threshold",
+        "regulator_drift_detected",
+        "regulator_drift_alarms_total",
+        "regulator_accuracy",
+        "regulator_policy_reload_failures_total",
+        "regulator_calibration_samples_needed",
+        "regulator_dense_ann_energy_joules_total",
+        "regulator_inference_seconds_count",
+        "regulator_recalibration_seconds_count",
+    ]:
+        assert reg.get_sample_value(name, DEV) == 0.0, name
+    for phase in ("inference", "learning"):
+        assert reg.get_sample_value("regulator_energy_joules_total", {**DEV, "phase": phase}) == 0
+    for status in ("firing", "resolved"):
+        assert (
+            reg.get_sample_value("regulator_alerts_received_total", {**DEV, "status": status}) == 0
+        )
+
+
+def test_every_contract_name_is_exposed(reg: CollectorRegistry) -> None:
+    m = Metrics(reg, "chip-7")
+    m.samples_rejected.labels(reason="nan").inc()
+    m.set_layers({"hidden": 0.1, "out": 0.0}, silent=["out"])
+    m.record_recalibration("drift", "accepted", seconds=1.5)
+    m.set_model("v000001", "nanosensor")
+    m.scheduler_jobs.labels(job="recalibrate", outcome="missed").inc()
+    text = generate_latest(reg).decode()
+    for name in CONTRACT:
+        assert f"\n{name}" in text or text.startswith(name) or f"# TYPE {name} " in text, name
+    for line in text.splitlines():
+        if line.startswith("regulator_"):
+            assert 'device="chip-7"' in line, line
+
+
+def test_labelled_values(reg: CollectorRegistry) -> None:
+    m = Metrics(reg, "chip-7")
+    m.set_layers({"hidden": 0.25, "out": 0.9}, silent=[], saturated=["out"])
+    assert reg.get_sample_value("regulator_spike_density", {**DEV, "layer": "hidden"}) == 0.25
+    assert reg.get_sample_value("regulator_layer_saturated", {**DEV, "layer": "out"}) == 1
+    assert reg.get_sample_value("regulator_layer_silent", {**DEV, "layer": "out"}) == 0
+    m.energy.labels(phase="learning").inc(2e-6)
+    assert reg.get_sample_value(
+        "regulator_energy_joules_total", {**DEV, "phase": "learning"}
+    ) == pytest.approx(2e-6)
+    m.spike_density.remove(layer="hidden")
+    assert reg.get_sample_value("regulator_spike_density", {**DEV, "layer": "hidden"}) is None
+
+
+def test_recalibration_outcomes(reg: CollectorRegistry) -> None:
+    m = Metrics(reg, "chip-7")
+    m.init_recalibration_series(["drift", "alert"])
+    for outcome in ("accepted", "rejected", "failed", "skipped"):
+        assert (
+            reg.get_sample_value(
+                "regulator_recalibrations_total", {**DEV, "trigger": "alert", "outcome": outcome}
+            )
+            == 0
+        )
+    m.record_recalibration("alert", "rejected")
+    assert (
+        reg.get_sample_value(
+            "regulator_recalibrations_total", {**DEV, "trigger": "alert", "outcome": "rejected"}
+        )
+        == 1
+    )
+    with pytest.raises(ValueError, match="valid: accepted, rejected, failed, skipped"):
+        m.record_recalibration("alert", "maybe")
+
+
+def test_model_info_single_series(reg: CollectorRegistry) -> None:
+    m = Metrics(reg, "chip-7")
+    m.set_model("v000001", "p")
+    m.set_model("v000002", "p")
+    assert (
+        reg.get_sample_value("regulator_model_info", {**DEV, "version": "v000001", "prior": "p"})
+        is None
+    )
+    assert (
+        reg.get_sample_value("regulator_model_info", {**DEV, "version": "v000002", "prior": "p"})
+        == 1
+    )
+
+
+def test_second_instance_on_new_registry(reg: CollectorRegistry) -> None:
+    Metrics(reg, "chip-7").samples.inc()
+    reg2 = CollectorRegistry()
+    m2 = Metrics(reg2, "chip-7")
+    assert reg2.get_sample_value("regulator_samples_total", DEV) == 0
+    m2.samples.inc(2)
+    assert reg.get_sample_value("regulator_samples_total", DEV) == 1
+    with pytest.raises(ValueError):
+        Metrics(reg, "chip-7")
+
+
+def test_empty_device_refused(reg: CollectorRegistry) -> None:
+    with pytest.raises(ValueError, match="device"):
+        Metrics(reg, "")
