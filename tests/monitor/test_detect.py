@@ -1,0 +1,75 @@
+"""Change detectors: the configured false-alarm rate holds in measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regulator.errors import ConfigError, InputError, UnknownNameError
+from regulator.monitor import DETECTORS, average_run_length, make_detector
+
+M = 500
+N = 300_000
+
+
+@pytest.mark.parametrize(
+    ("name", "cfg"),
+    [("cusum", {"a": 0.5}), ("cusum", {"a": 0.1}), ("probit_cusum", {"delta": 1.0})],
+)
+def test_mean_samples_between_false_alarms_holds_on_uniform_p_values(
+    name: str, cfg: dict[str, float]
+) -> None:
+    det = make_detector(name, mean_samples_between_false_alarms=M, **cfg)
+    det.update(np.random.default_rng(7).uniform(size=N))
+    measured = N / max(det.n_alarms, 1)
+    assert M / 2 <= measured <= 2 * M, measured
+
+
+def test_latched_detector_alarms_once_until_reset() -> None:
+    det = make_detector("cusum", mean_samples_between_false_alarms=100, reset_on_alarm=False)
+    det.update(np.full(20, 1e-4))
+    assert det.drift_detected and det.n_alarms == 1
+    first = det.alarm_index
+    det.update(np.full(5, 0.9))
+    assert det.drift_detected and det.alarm_index == first
+    det.reset()
+    assert not det.drift_detected and det.alarm_index is None
+
+
+def test_batch_and_one_at_a_time_agree() -> None:
+    p = np.random.default_rng(3).uniform(size=3000) ** 2
+    a = make_detector("probit_cusum", mean_samples_between_false_alarms=200)
+    b = make_detector("probit_cusum", mean_samples_between_false_alarms=200)
+    a.update(p)
+    alarms = []
+    for v in p:
+        b.update(float(v))
+        alarms.extend(b.alarm_indices)
+    assert a.n_alarms == b.n_alarms == len(alarms)
+    assert a.alarm_index == alarms[-1]
+    assert a.statistic == pytest.approx(b.statistic)
+
+
+def test_threshold_grows_with_arl0_and_markov_chain_is_converged() -> None:
+    h = [make_detector("cusum", mean_samples_between_false_alarms=m).threshold for m in (100, 1e4)]
+    assert h[0] < h[1]
+    key = ("beta", 0.5)
+    assert average_run_length(key, h[1], 300) == pytest.approx(
+        average_run_length(key, h[1], 1200), rel=0.01
+    )
+
+
+def test_bad_inputs_and_names() -> None:
+    det = make_detector("cusum")
+    with pytest.raises(InputError):
+        det.update([0.5, 1.5])
+    with pytest.raises(InputError):
+        det.update([float("nan")])
+    with pytest.raises(UnknownNameError) as err:
+        make_detector("page_hinkley")
+    for name in DETECTORS:
+        assert name in str(err.value)
+    with pytest.raises(ConfigError, match="a must be"):
+        make_detector("cusum", a=1.0)
+    with pytest.raises(ConfigError):
+        make_detector("cusum", threshold=3.0)

@@ -1,0 +1,116 @@
+"""OOD scorers: conformal p-values are uniform in distribution; shifts are separated."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from regulator.errors import InputError, UnknownNameError
+from regulator.monitor import (
+    SCORERS,
+    CalibratedScorer,
+    ConformalCalibrator,
+    MahalanobisScorer,
+    OODScorer,
+    make_scorer,
+)
+
+
+def _auroc(neg: np.ndarray, pos: np.ndarray) -> float:
+    u = stats.mannwhitneyu(pos, neg, alternative="greater").statistic
+    return float(u) / (len(pos) * len(neg))
+
+
+def _spike_counts(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
+    """Poisson spike counts of 20 correlated neurons, three of them dead."""
+    latent = rng.normal(size=(n, 4))
+    mix = np.random.default_rng(0).normal(size=(4, 20))
+    rate = np.exp(0.3 * latent @ mix + 1.0 + shift)
+    counts = rng.poisson(rate).astype(float)
+    counts[:, :3] = 0.0
+    return counts
+
+
+def test_p_values_are_uniform_in_distribution() -> None:
+    """Marginally exact: each test point with its own fresh calibration set."""
+    rng = np.random.default_rng(11)
+    sc = MahalanobisScorer().fit(_spike_counts(rng, 2000))
+    reps, n_cal = 1000, 99
+    s = sc.score(_spike_counts(rng, reps * (n_cal + 1))).reshape(reps, n_cal + 1)
+    p = np.array([ConformalCalibrator().fit(row[1:]).p_values(row[:1])[0] for row in s])
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+
+
+def test_p_values_with_one_large_calibration_set_are_uniform() -> None:
+    """Given one calibration set the law is uniform up to about 1/sqrt(n_cal)."""
+    rng = np.random.default_rng(12)
+    cs = CalibratedScorer.fit(
+        "mahalanobis", _spike_counts(rng, 2000), cal_hidden=_spike_counts(rng, 8000)
+    )
+    p = cs.p_values(_spike_counts(rng, 1000))
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert p.min() >= 1 / 8001 and p.max() <= 1.0
+
+
+@pytest.mark.parametrize("shrinkage", ["ledoit_wolf", 0.0, 0.3])
+def test_mahalanobis_separates_a_shifted_gaussian(shrinkage: str | float) -> None:
+    rng = np.random.default_rng(5)
+    d = 16
+    a = rng.normal(size=(d, d)) / np.sqrt(d)
+    sc = MahalanobisScorer(shrinkage=shrinkage).fit(rng.normal(size=(1000, d)) @ a)
+    shift = np.zeros(d)
+    shift[:4] = 3.0  # Mahalanobis length 6: per-sample separable
+    ind = sc.score(rng.normal(size=(500, d)) @ a)
+    ood = sc.score((rng.normal(size=(500, d)) + shift) @ a)
+    assert _auroc(ind, ood) >= 0.95
+
+
+def test_ledoit_wolf_intensity_is_sane() -> None:
+    rng = np.random.default_rng(0)
+    few = MahalanobisScorer().fit(rng.normal(size=(30, 40)))
+    many = MahalanobisScorer().fit(rng.normal(size=(5000, 5)) * [1, 2, 3, 4, 5])
+    assert 0.5 < few.shrinkage_intensity <= 1.0
+    assert 0.0 <= many.shrinkage_intensity < 0.05
+
+
+def test_readout_scorers_rank_confident_outputs_as_typical() -> None:
+    rng = np.random.default_rng(2)
+    confident = rng.normal(size=(300, 5))
+    confident[np.arange(300), rng.integers(0, 5, 300)] += 6.0
+    flat = rng.normal(size=(300, 5)) * 0.5
+    for name in ("energy", "max_softmax"):
+        cs = CalibratedScorer.fit(name, None, confident[:100], cal_readout=confident[100:200])
+        assert _auroc(cs.score(None, confident[200:]), cs.score(None, flat)) > 0.95
+
+
+def test_fitted_statistics_round_trip_through_json() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 6))
+    for name in SCORERS:
+        cs = CalibratedScorer.fit(name, x[:150], x[:150], cal_hidden=x[150:], cal_readout=x[150:])
+        back = CalibratedScorer.from_dict(json.loads(json.dumps(cs.to_dict())))
+        q = rng.normal(size=(20, 6)) * 2
+        np.testing.assert_array_equal(back.p_values(q, q), cs.p_values(q, q))
+
+
+def test_conformal_formula_with_ties() -> None:
+    cal = ConformalCalibrator().fit([1.0, 1.0, 2.0])
+    assert cal.p_values([1.0, 1.5, 2.0, 0.0]).tolist() == [1.0, 0.5, 0.5, 1.0]
+
+
+def test_errors() -> None:
+    with pytest.raises(UnknownNameError, match="mahalanobis"):
+        make_scorer("isolation_forest")
+    with pytest.raises(UnknownNameError):
+        OODScorer.from_dict({"name": "nope"})
+    sc = MahalanobisScorer()
+    with pytest.raises(InputError, match="not fitted"):
+        sc.score(np.zeros((2, 3)))
+    sc.fit(np.random.default_rng(0).normal(size=(10, 3)))
+    with pytest.raises(InputError, match="3 columns"):
+        sc.score(np.zeros((2, 4)))
+    with pytest.raises(InputError, match="non-finite"):
+        sc.score([[np.nan, 0.0, 0.0]])
