@@ -636,6 +636,9 @@ def load_policy(path: Path | str | None) -> Policy:
             mark = exc.problem_mark or exc.context_mark
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = exc.problem or exc.context or "syntax error"
+            ctx = exc.context_mark
+            if exc.context and ctx is not None and ctx is not mark:
+                problem += f" ({exc.context} at line {ctx.line + 1}, column {ctx.column + 1})"
             raise ConfigError(f"{path}: YAML error{where}: {problem}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: YAML error: {exc}") from None
