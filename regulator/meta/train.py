@@ -1,0 +1,314 @@
+"""Meta-training a prior with the chip in the loop.
+
+Each task of a meta-batch draws an environment from the family and a chip instance
+(fresh mismatch) from the profile; forwards carry the profile's noise and quantisation
+(straight-through), so the prior learns to adapt on the hardware it will run on.
+Progress shows on a bar; a checkpoint every few iterations lets training resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from regulator import atomic
+from regulator.chip.encoders import make_encoder
+from regulator.chip.network import ChipInstance, NetOutput, NetworkConfig, SpikingNetwork
+from regulator.chip.profiles import load_profile
+from regulator.errors import ConfigError
+from regulator.meta.adapt import ReadoutProblem, adapt_readout, metric, task_loss
+from regulator.meta.algorithms import make_algorithm
+from regulator.meta.model import ModelBundle
+from regulator.tasks.base import TaskFamily, make_family
+from regulator.tasks.normalisation import Normaliser
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a meta-training run (recorded in the model card)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    family: str = "nanosensor"
+    family_config: dict[str, Any] = Field(default_factory=dict)
+    profile: str = "loihi"
+    algorithm: str = "metasgd"
+    scope: Literal["readout", "all"] = "readout"
+    hidden: tuple[int, ...] = (64,)
+    recurrent: bool = False
+    n_steps: int = Field(32, gt=0)
+    encoder: str = "current"
+    encoder_config: dict[str, float] = Field(default_factory=dict)
+    normalisation: Literal["standard", "robust", "none"] = "robust"
+    signed_log: bool = False
+    iterations: int = Field(300, ge=0)
+    meta_batch: int = Field(8, gt=0)
+    k_shot: int = Field(5, gt=0)
+    n_query: int = Field(30, gt=0)
+    inner_steps: int = Field(5, ge=0)
+    inner_lr: float = Field(0.5, gt=0)
+    outer_lr: float = Field(3e-3, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(25, gt=0)
+
+
+@dataclass
+class Trainer:
+    """State of one meta-training run: the bundle under training and its optimiser."""
+
+    cfg: TrainConfig
+    family: TaskFamily
+    bundle: ModelBundle
+    optimiser: torch.optim.Optimizer
+    rng: np.random.Generator
+    iteration: int = 0
+    history: list[dict[str, float]] | None = None
+
+
+def _fit_normaliser(cfg: TrainConfig, family: TaskFamily, rng: np.random.Generator) -> Normaliser:
+    xs = [family.sample(family.sample_environment(rng), 64, rng)[0] for _ in range(16)]
+    xs.append(family.sample(family.nominal_environment(), 128, rng)[0])
+    return Normaliser(cfg.normalisation, signed_log=cfg.signed_log).fit(np.concatenate(xs))
+
+
+def build_trainer(cfg: TrainConfig) -> Trainer:
+    """A fresh run: family, normaliser, network, meta-parameters, optimiser."""
+    make_algorithm(cfg.algorithm)
+    profile = load_profile(cfg.profile)
+    family = make_family(cfg.family, **cfg.family_config)
+    rng = np.random.default_rng(cfg.seed)
+    encoder = make_encoder(cfg.encoder, **cfg.encoder_config)
+    net_cfg = NetworkConfig(
+        n_inputs=encoder.n_inputs(family.n_channels),
+        hidden=cfg.hidden,
+        recurrent=cfg.recurrent,
+        n_outputs=family.n_outputs,
+        n_steps=cfg.n_steps,
+    )
+    net = SpikingNetwork(net_cfg, init_seed=cfg.seed)
+    algo = make_algorithm(cfg.algorithm)
+    adapt_params = (
+        {k: v for k, v in net.named_parameters() if k.startswith("readout.")}
+        if cfg.scope == "readout"
+        else dict(net.named_parameters())
+    )
+    meta = {k: v.requires_grad_(True) for k, v in algo.init_meta(adapt_params, cfg.inner_lr).items()}
+    bundle = ModelBundle(
+        network=net,
+        encoder=encoder,
+        profile=profile,
+        normaliser=_fit_normaliser(cfg, family, rng),
+        task={
+            "family": family.name,
+            "config": family.config(),
+            "kind": family.kind,
+            "n_channels": family.n_channels,
+            "length": family.length,
+            "n_outputs": family.n_outputs,
+        },
+        meta={
+            "algorithm": cfg.algorithm,
+            "scope": cfg.scope,
+            "inner_steps": cfg.inner_steps,
+            "inner_lr": cfg.inner_lr,
+        },
+        meta_tensors=meta,
+    )
+    opt = torch.optim.Adam([*net.parameters(), *meta.values()], lr=cfg.outer_lr)
+    return Trainer(cfg, family, bundle, opt, rng, 0, [])
+
+
+def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor, float]:
+    """Query loss after inner adaptation on one task (differentiable), and its metric."""
+    cfg, fam, b = tr.cfg, tr.family, tr.bundle
+    env = fam.environment_from_seed(env_seed)
+    chip = ChipInstance.create(b.profile, b.cfg, chip_seed)
+    ep = fam.episode(env, cfg.k_shot, cfg.n_query, tr.rng)
+    x = np.concatenate([ep.support_x, ep.query_x])
+    ns = len(ep.support_x)
+    inp = b.encode(x, chip.generator)
+    out = b.network(inp, chip, input_is_spikes=b.encoder.spiking)
+    assert out.last_spikes is not None
+    ys = torch.as_tensor(ep.support_y)
+    yq = torch.as_tensor(ep.query_y)
+    sup = NetOutput(out.outputs[:ns], out.hidden_counts[:ns], out.telemetry, out.last_spikes[:, :ns])
+    problem = ReadoutProblem(b.network, chip, sup, ys, b.kind)
+    start = {"readout.weight": b.network.readout.weight, "readout.bias": b.network.readout.bias}
+    algo = make_algorithm(cfg.algorithm)
+    if cfg.scope != "readout":
+        raise ConfigError("meta-training supports scope 'readout'; 'all' adapts at deployment only")
+    if algo.name == "reptile":
+        # Reptile: adapt on support and query together, first order; the outer step on
+        # the readout pulls its start toward the adapted point, and the body learns from
+        # the query loss at the adapted readout.
+        adapted, _ = adapt_readout(algo, problem, start, tr.bundle.meta_tensors, cfg.inner_steps, False)
+        q_phi = problem.phi.new_tensor(0)
+        q_out = problem.outputs(
+            {k: v.detach() for k, v in adapted.items()},
+            _query_phi(problem, out.last_spikes[:, ns:]),
+        )
+        loss = task_loss(b.kind, q_out, yq)
+        for k, p in start.items():
+            delta = (p - adapted[k]).detach()
+            p.grad = delta if p.grad is None else p.grad + delta
+        del q_phi
+    else:
+        adapted, _ = adapt_readout(
+            algo, problem, start, tr.bundle.meta_tensors, cfg.inner_steps, True
+        )
+        q_out = problem.outputs(adapted, _query_phi(problem, out.last_spikes[:, ns:]))
+        loss = task_loss(b.kind, q_out, yq)
+    return loss, metric(b.kind, q_out.detach(), yq)
+
+
+def _query_phi(problem: ReadoutProblem, spikes: torch.Tensor) -> torch.Tensor:
+    from regulator.meta.readout import readout_features
+
+    return readout_features(spikes, problem.kernel)
+
+
+def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | None = None) -> None:
+    """Run ``n`` more meta-iterations (checkpointing into ``ckpt_dir`` if given)."""
+    bar = tqdm(range(n), disable=not progress, desc="meta-train", dynamic_ncols=True)
+    for _ in bar:
+        tr.optimiser.zero_grad()
+        losses, metrics = [], []
+        for _ in range(tr.cfg.meta_batch):
+            env_seed = int(tr.rng.integers(0, 2**31 - 1))
+            chip_seed = int(tr.rng.integers(0, 2**31 - 1))
+            loss, m = _task_step(tr, env_seed, chip_seed)
+            (loss / tr.cfg.meta_batch).backward()
+            losses.append(float(loss))
+            metrics.append(m)
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in tr.optimiser.param_groups for p in g["params"]], 5.0
+        )
+        tr.optimiser.step()
+        tr.iteration += 1
+        rec = {"iteration": tr.iteration, "loss": float(np.mean(losses)), "metric": float(np.mean(metrics))}
+        assert tr.history is not None
+        tr.history.append(rec)
+        name = "acc" if tr.bundle.kind == "classification" else "mae"
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", **{name: f"{rec['metric']:.3f}"})
+        if ckpt_dir is not None and tr.iteration % tr.cfg.checkpoint_every == 0:
+            save_checkpoint(tr, ckpt_dir)
+
+
+def save_checkpoint(tr: Trainer, ckpt_dir: Path) -> None:
+    """Network, meta-parameters, optimiser and RNG state, atomically (no pickles)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"net.{k}": v.detach().contiguous() for k, v in tr.bundle.network.state_dict().items()}
+    tensors.update({f"meta.{k}": v.detach().contiguous() for k, v in tr.bundle.meta_tensors.items()})
+    opt_state = tr.optimiser.state_dict()
+    for pid, st in opt_state["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"opt.{pid}.{key}"] = val.detach().contiguous().reshape(val.shape)
+    tmp = ckpt_dir / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(ckpt_dir / "checkpoint.safetensors")
+    atomic.write_json(
+        ckpt_dir / "checkpoint.json",
+        {
+            "config": tr.cfg.model_dump(mode="json"),
+            "iteration": tr.iteration,
+            "rng": tr.rng.bit_generator.state,
+            "history": tr.history,
+            "normaliser": tr.bundle.normaliser.to_dict(),
+        },
+    )
+
+
+def load_checkpoint(ckpt_dir: Path) -> Trainer:
+    """Resume a run from its checkpoint folder."""
+    info = json.loads((ckpt_dir / "checkpoint.json").read_text())
+    cfg = TrainConfig.model_validate(info["config"])
+    tr = build_trainer(cfg)
+    tensors = load_file(str(ckpt_dir / "checkpoint.safetensors"))
+    tr.bundle.network.load_state_dict(
+        {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+    )
+    with torch.no_grad():
+        for k, v in tr.bundle.meta_tensors.items():
+            v.copy_(tensors[f"meta.{k}"])
+    opt_state = tr.optimiser.state_dict()
+    for pid in range(len(opt_state["param_groups"][0]["params"])):
+        st: dict[str, torch.Tensor] = {}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            name = f"opt.{pid}.{key}"
+            if name in tensors:
+                st[key] = tensors[name]
+        if st:
+            opt_state["state"][pid] = st
+    tr.optimiser.load_state_dict(opt_state)
+    tr.bundle.normaliser = Normaliser.from_dict(info["normaliser"])
+    tr.rng.bit_generator.state = info["rng"]
+    tr.iteration = int(info["iteration"])
+    tr.history = list(info["history"])
+    return tr
+
+
+def calibrate(bundle: ModelBundle, x: np.ndarray, seed: int = 0, scorer: str = "mahalanobis") -> dict[str, Any]:
+    """The monitors' in-distribution statistics of ``bundle`` on samples ``x``.
+
+    Half of ``x`` fits the OOD scorer on hidden spike counts, the other half calibrates
+    its conformal p-values; the mean spike density per layer is the density baseline.
+    """
+    from regulator.meta.model import ChipModel
+    from regulator.monitor.ood import CalibratedScorer
+
+    model = ChipModel(bundle, seed=seed)
+    pred = model.predict(x)
+    half = len(x) // 2
+    cs = CalibratedScorer.fit(
+        scorer, pred.hidden_counts[:half], pred.outputs[:half],
+        cal_hidden=pred.hidden_counts[half:], cal_readout=pred.outputs[half:],
+    )
+    return {
+        "ood": cs.to_dict(),
+        "spike_density": list(pred.telemetry.spike_density()),
+        "energy_per_inference_j": pred.energy_j / len(x),
+        "n_samples": len(x),
+    }
+
+
+def finalise(tr: Trainer, n_calibration: int = 600) -> ModelBundle:
+    """The trained bundle with calibration statistics for its nominal environment."""
+    b = tr.bundle
+    rng = np.random.default_rng(tr.cfg.seed + 17)
+    x, _ = tr.family.sample(tr.family.nominal_environment(), n_calibration, rng)
+    b.calibration = calibrate(b, x, seed=tr.cfg.seed)
+    b.meta["train_config"] = tr.cfg.model_dump(mode="json")
+    b.meta["iterations"] = tr.iteration
+    b.meta_tensors = {k: v.detach() for k, v in b.meta_tensors.items()}
+    return b
+
+
+def train_prior(
+    cfg: TrainConfig, out: Path, resume: bool = True, progress: bool = True
+) -> tuple[ModelBundle, Trainer]:
+    """Meta-train (resuming from ``out/.checkpoint`` if present) and write the folder.
+
+    The card is written by the caller (it holds the evaluation table).
+    """
+    ckpt = out.parent / f".{out.name}.checkpoint"
+    if resume and (ckpt / "checkpoint.json").exists():
+        tr = load_checkpoint(ckpt)
+        if tr.cfg != cfg:
+            raise ConfigError(f"checkpoint in {ckpt} was made with another configuration")
+        log.info("resuming from iteration %d", tr.iteration)
+    else:
+        tr = build_trainer(cfg)
+    train_steps(tr, cfg.iterations - tr.iteration, progress=progress, ckpt_dir=ckpt)
+    bundle = finalise(tr)
+    return bundle, tr
