@@ -238,6 +238,17 @@ def test_yaml_duplicate_key_refused(tmp_path: Path) -> None:
         load_policy(write(tmp_path, "http:\n  port: 1\n  port: 2\n"))
 
 
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    text = (
+        "rules:\n"
+        "  - &base {name: a, condition: {signal: drift_detected}, action: rollback,"
+        " cooldown_s: 5}\n"
+        "  - {<<: *base, name: b, cooldown_s: 9}\n"
+    )
+    p = load_policy(write(tmp_path, text))
+    assert [(r.name, r.cooldown_s) for r in p.rules] == [("a", 5), ("b", 9)]
+
+
 def test_top_level_must_be_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_policy(write(tmp_path, "- a\n- b\n"))
