@@ -3,13 +3,18 @@
 Each sample is the array's response to one exposure: a baseline, then, from
 ``onset_s``, a first-order rise towards a steady state. Physics of the environment:
 
-- temperature (``temperature_c``, °C) scales every sensor's gain by
-  ``exp(temp_coeff_per_c * (T - 25))`` (adsorption is thermally activated) and, with
-  viscosity, sets the response time constant through Stokes–Einstein;
+- temperature (``temperature_c``, °C) raises the gain by
+  ``exp(k_as * (T - 25))``, with ``k_as`` per analyte and sensor around
+  ``temp_coeff_per_c``
+  (adsorption is thermally activated, with analyte-specific activation energies, so
+  the selectivity pattern changes too) and, with viscosity, sets the response time
+  constant through Stokes–Einstein;
 - viscosity (``viscosity_mpa_s``, mPa·s) slows diffusion to the surface:
   ``tau = tau0_s * kinetics[analyte] * (eta / 1 mPa·s) * (298.15 K / T)``;
 - pH (``ph``) shifts each sensor's baseline by ``ph_sensitivity[s] * (pH - 7)``
-  (a Nernst-like surface charge), different per sensor;
+  (a Nernst-like surface charge), different per sensor, and scales each analyte's
+  response on each sensor by ``exp(ph_coeff[a, s] * (pH - 7))`` (protonation changes
+  how the analyte binds to each coating);
 - ageing: per-sensor gain (``sensor{i}_gain``, ×) and offset (``sensor{i}_offset``, a.u.)
   drift, and dead sensors (``sensor{i}_alive``, 1 healthy, 0 dead: reads only noise);
 - an interferent (``interferent_level``, a.u.) that adds its own response to a random
@@ -81,10 +86,16 @@ class NanosensorFamily(TaskFamily):
         self.seed = seed
         chem = np.random.default_rng([seed, 0xC4E])
         # Partially selective sensors: each analyte excites a few sensors strongly.
-        sig = chem.gamma(0.6, 1.0, size=(n_classes, n_sensors))
+        # Overlapping signatures: a response shared by all analytes plus a specific part.
+        sig = 2.5 * chem.gamma(2.0, 1.0, size=n_sensors) + chem.gamma(
+            1.0, 1.0, size=(n_classes, n_sensors)
+        )
         self.signatures = sig / sig.max(axis=1, keepdims=True)
         self.kinetics = chem.uniform(0.6, 1.8, size=n_classes)
         self.ph_sensitivity = chem.uniform(-0.4, 0.4, size=n_sensors)
+        # Per analyte-sensor pair [C, S]: heating and pH change the selectivity pattern.
+        self.temp_coeffs = temp_coeff_per_c * chem.uniform(0.0, 2.0, size=(n_classes, n_sensors))
+        self.ph_coeffs = chem.uniform(-0.4, 0.4, size=(n_classes, n_sensors))
         inter = chem.gamma(0.6, 1.0, size=n_sensors)
         self.interferent_signature = inter / inter.max()
         self.interferent_kinetics = float(chem.uniform(0.6, 1.8))
@@ -115,7 +126,7 @@ class NanosensorFamily(TaskFamily):
             "ph": 7.0,
             "viscosity_mpa_s": 1.0,
             "interferent_level": 0.0,
-            "noise_std": 0.03,
+            "noise_std": 0.08,
         }
         for i in range(self.n_channels):
             params |= {f"sensor{i}_gain": 1.0, f"sensor{i}_offset": 0.0, f"sensor{i}_alive": 1.0}
@@ -129,7 +140,7 @@ class NanosensorFamily(TaskFamily):
             "ph": 7.0 + s * rng.uniform(-1.5, 1.5),
             "viscosity_mpa_s": float(np.exp(s * rng.uniform(np.log(0.5), np.log(4.0)))),
             "interferent_level": s * rng.uniform(0.0, 0.6),
-            "noise_std": 0.03 + s * rng.uniform(0.0, 0.05),
+            "noise_std": 0.08 + s * rng.uniform(0.0, 0.06),
         }
         for i in range(self.n_channels):
             params[f"sensor{i}_gain"] = float(np.exp(s * rng.normal(0.0, 0.3)))
@@ -162,13 +173,17 @@ class NanosensorFamily(TaskFamily):
         t_pos = np.clip(t, 0.0, None)
         t_k = p["temperature_c"] + _KELVIN
         slow = p["viscosity_mpa_s"] * (_T_REF_C + _KELVIN) / t_k  # tau multiplier
-        gain_t = np.exp(self.temp_coeff_per_c * (p["temperature_c"] - _T_REF_C))
+        # Per analyte-sensor gain from temperature and pH: [C, S].
+        analyte_gain = np.exp(
+            self.temp_coeffs * (p["temperature_c"] - _T_REF_C) + self.ph_coeffs * (p["ph"] - 7.0)
+        )
 
         # First-order rise, per analyte: [C, L].
         tau = self.tau0_s * self.kinetics * slow
         rise = np.where(t >= 0, 1.0 - np.exp(-t_pos[None, :] / tau[:, None]), 0.0)
-        conc = rng.uniform(0.6, 1.4, size=n)  # relative concentration
-        resp = conc[:, None, None] * self.signatures[y][:, :, None] * rise[y][:, None, :]
+        conc = rng.uniform(0.5, 1.5, size=n)  # relative concentration
+        pattern = self.signatures * analyte_gain  # [C, S]
+        resp = conc[:, None, None] * pattern[y][:, :, None] * rise[y][:, None, :]
 
         level = p["interferent_level"]
         if level > 0:
@@ -177,7 +192,7 @@ class NanosensorFamily(TaskFamily):
             amp = level * rng.uniform(0.0, 1.0, size=n) * (rng.random(n) < 0.5)
             resp = resp + amp[:, None, None] * self.interferent_signature[None, :, None] * rise_i
 
-        gain = np.array([p[f"sensor{i}_gain"] for i in range(s_count)]) * gain_t
+        gain = np.array([p[f"sensor{i}_gain"] for i in range(s_count)])
         offset = np.array([p[f"sensor{i}_offset"] for i in range(s_count)])
         offset = offset + self.ph_sensitivity * (p["ph"] - 7.0)
         alive = np.array([p[f"sensor{i}_alive"] for i in range(s_count)])
