@@ -1,8 +1,8 @@
 """Weight and state quantisation: straight-through for training, exact for inference.
 
 Weights use a symmetric grid of ``2**bits - 1`` levels per layer, ``-q..q`` times a
-per-layer step (Loihi scales each core's weights by a shared exponent; a per-layer
-scale is the same idea). State (membrane, synaptic current) uses a fixed grid over
+per-layer step (two levels, ``±step``, for one bit). Loihi scales each core's weights
+by a shared exponent; a per-layer scale is the same idea. State (membrane, synaptic current) uses a fixed grid over
 ``[-state_range, state_range]``.
 """
 
@@ -12,7 +12,10 @@ import torch
 
 
 def weight_levels(bits: int) -> int:
-    """Largest integer level q of a signed ``bits``-bit symmetric grid (levels -q..q)."""
+    """Largest integer level q of a signed ``bits``-bit symmetric grid (levels -q..q).
+
+    One bit is the exception: two levels, ``±1`` (no zero), see :func:`quantise_weight`.
+    """
     return 2 ** (bits - 1) - 1 if bits > 1 else 1
 
 
@@ -30,8 +33,12 @@ def quantise_weight(w: torch.Tensor, bits: int, ste: bool) -> torch.Tensor:
     tensor([ 0.,  0., -1.,  1.])
     """
     step = weight_step(w, bits)
-    q = weight_levels(bits)
-    wq = torch.clamp(torch.round(w / step), -q, q) * step
+    if bits == 1:
+        # One bit holds two levels: the sign, times the layer's scale (binary weights).
+        wq = torch.where(w >= 0, step, -step)
+    else:
+        q = weight_levels(bits)
+        wq = torch.clamp(torch.round(w / step), -q, q) * step
     if ste:
         return w + (wq - w).detach()
     return wq
