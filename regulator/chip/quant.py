@@ -2,8 +2,8 @@
 
 Weights use a symmetric grid of ``2**bits - 1`` levels per layer, ``-q..q`` times a
 per-layer step (two levels, ``±step``, for one bit). Loihi scales each core's weights
-by a shared exponent; a per-layer scale is the same idea. State (membrane, synaptic current) uses a fixed grid over
-``[-state_range, state_range]``.
+by a shared exponent; a per-layer scale is the same idea. State (membrane, synaptic
+current) uses a fixed grid over ``[-state_range, state_range]``.
 """
 
 from __future__ import annotations
