@@ -140,11 +140,12 @@ class AbruptShift(Schedule):
 class GradualShift(Schedule):
     """From each change point, blend into the next environment over ``width`` samples.
 
-    The change time is where the blend starts; it is complete at ``point + width``.
+    The change time is the first blended sample; from ``point + width`` on, the next
+    environment holds unblended.
 
-    >>> s = GradualShift(change_points=[100], width=50)
-    >>> s.mix(99), s.mix(125), s.mix(150), s.env_id(125)
-    ((0, 0, 0.0), (0, 1, 0.5), (1, 1, 0.0), '0>1')
+    >>> s = GradualShift(change_points=[100], width=3)
+    >>> [s.mix(i) for i in (99, 100, 102, 103)], s.env_id(101)
+    ([(0, 0, 0.0), (0, 1, 0.25), (0, 1, 0.75), (1, 1, 0.0)], '0>1')
     """
 
     name: ClassVar[str] = "gradual"
@@ -172,7 +173,8 @@ class GradualShift(Schedule):
             start = self.points[k - 1] if k else 0
         if k == 0 or index - start >= self.width:
             return (k, k, 0.0)
-        return (k - 1, k, (index - start) / self.width)
+        # Strictly between the two: w runs 1/(width+1) … width/(width+1).
+        return (k - 1, k, (index - start + 1) / (self.width + 1))
 
     def change_points(self, horizon: int) -> list[int]:
         if self.every:

@@ -13,5 +13,7 @@ GAS_DRIFT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ga
 def gas_drift_dir() -> Path:
     """../shared/data/gas-drift beside the repository; skips where it is absent."""
     if not (GAS_DRIFT / "batch1.dat").exists():
-        pytest.skip(f"shared gas-drift data not found at {GAS_DRIFT} (expected ../shared beside the repo)")
+        pytest.skip(
+            f"shared gas-drift data not found at {GAS_DRIFT} (expected ../shared beside the repo)"
+        )
     return GAS_DRIFT

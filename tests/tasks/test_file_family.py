@@ -105,5 +105,7 @@ def test_errors(rec: str, tmp_path: Path) -> None:
 def test_works_on_gas_drift_batch1(gas_drift_dir: Path) -> None:
     fam = make_family("file", path=str(gas_drift_dir / "batch1.dat"), group_size=8)
     assert (fam.n_channels, fam.length, fam.n_outputs) == (128, 1, 6)
-    ep = fam.episode(fam.sample_environment(np.random.default_rng(0)), 2, 12, np.random.default_rng(1))
+    ep = fam.episode(
+        fam.sample_environment(np.random.default_rng(0)), 2, 12, np.random.default_rng(1)
+    )
     assert ep.support_x.shape == (12, 128, 1) and np.all(np.isfinite(ep.support_x))
