@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from regulator.errors import ConfigError, InputError, UnknownNameError
-from regulator.tasks import Environment, family_names, interpolate, make_family
+from regulator.tasks import Environment, TaskFamily, family_names, interpolate, make_family
 
 
-def small(name: str):
+def small(name: str) -> TaskFamily:
     return make_family(name, **({"length": 8} if name != "file" else {}))
 
 
@@ -87,7 +87,7 @@ def test_bad_config_is_a_config_error() -> None:
 def test_environment_is_frozen_and_forbids_extra() -> None:
     env = Environment(family="f", params={"ph": 7.0}, seed=1)
     with pytest.raises(ValueError):
-        Environment(family="f", params={}, seed=1, other=2)  # type: ignore[call-arg]
+        Environment.model_validate({"family": "f", "params": {}, "seed": 1, "other": 2})
     with pytest.raises(ValueError):
         env.seed = 2  # type: ignore[misc]
 

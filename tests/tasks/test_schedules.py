@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from regulator.errors import ConfigError, UnknownNameError
-from regulator.tasks import make_family, make_schedule
+from regulator.tasks import TaskFamily, make_family, make_schedule
 from regulator.tasks.schedules import GradualShift, Stream
 
 
-def fam():  # noqa: ANN201 - a tiny family, fast to sample
+def fam() -> TaskFamily:
     return make_family("nanosensor", n_sensors=2, n_classes=2, length=4)
 
 
