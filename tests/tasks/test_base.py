@@ -89,7 +89,7 @@ def test_environment_is_frozen_and_forbids_extra() -> None:
     with pytest.raises(ValueError):
         Environment.model_validate({"family": "f", "params": {}, "seed": 1, "other": 2})
     with pytest.raises(ValueError):
-        env.seed = 2  # type: ignore[misc]
+        env.seed = 2
 
 
 def test_wrong_family_environment_is_rejected() -> None:
