@@ -311,7 +311,7 @@ class ProbitCusum(CusumDetector):
         return ("normal", self._delta)
 
     def _increments(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
-        z = -special.ndtri(p)
+        z = -special.ndtri(np.minimum(p, 1.0 - 1e-16))  # p = 1 is common: keep z finite
         out: NDArray[np.float64] = self._delta * z - 0.5 * self._delta**2
         return out
 

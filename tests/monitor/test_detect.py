@@ -73,3 +73,12 @@ def test_bad_inputs_and_names() -> None:
         make_detector("cusum", a=1.0)
     with pytest.raises(ConfigError):
         make_detector("cusum", threshold=3.0)
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_extreme_p_values_keep_the_statistic_finite(name: str) -> None:
+    det = make_detector(name, mean_samples_between_false_alarms=100)
+    det.update([1.0, 0.0, 1.0, 1.0])
+    assert np.isfinite(det.statistic)
+    det.update(np.full(50, 1e-4))
+    assert det.n_alarms >= 1 and np.isfinite(det.statistic)
