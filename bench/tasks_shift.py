@@ -241,7 +241,7 @@ def main() -> None:
             flush=True,
         )
     res: dict[str, Any] = {
-        "command": "python bench/tasks_shift.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/tasks_shift.py", *sys.argv[1:]]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()}, torch {torch.__version__} (1 thread)",
         "families": results,
