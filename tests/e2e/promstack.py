@@ -137,10 +137,12 @@ class _Process:
                     f"{self.name} exited with {self.popen.returncode} before it was ready:\n"
                     f"{self.log_tail()}"
                 )
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.ready_url, timeout=1.0) as response:
-                    if response.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.ready_url, timeout=1.0) as response,
+            ):
+                if response.status == 200:
+                    return
             time.sleep(0.1)
         raise StackError(f"{self.name} not ready at {self.ready_url}:\n{self.log_tail()}")
 
@@ -185,16 +187,16 @@ class PromStack:
 
     def rules(self) -> list[dict[str, Any]]:
         """Rule groups as Prometheus loaded them (``/api/v1/rules``)."""
-        groups: list[dict[str, Any]] = _http_json(f"{self.prometheus_url}/api/v1/rules")[
-            "data"
-        ]["groups"]
+        groups: list[dict[str, Any]] = _http_json(f"{self.prometheus_url}/api/v1/rules")["data"][
+            "groups"
+        ]
         return groups
 
     def prometheus_alerts(self) -> list[dict[str, Any]]:
         """Alerts pending or firing in Prometheus."""
-        alerts: list[dict[str, Any]] = _http_json(f"{self.prometheus_url}/api/v1/alerts")[
-            "data"
-        ]["alerts"]
+        alerts: list[dict[str, Any]] = _http_json(f"{self.prometheus_url}/api/v1/alerts")["data"][
+            "alerts"
+        ]
         return alerts
 
     def active_alertmanagers(self) -> list[str]:

@@ -76,9 +76,7 @@ def dummy_target() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_stack_scrapes_target_and_knows_its_alertmanager(
-    tmp_path: Path, dummy_target: str
-) -> None:
+def test_stack_scrapes_target_and_knows_its_alertmanager(tmp_path: Path, dummy_target: str) -> None:
     with promstack.start(tmp_path, scrape_targets=[dummy_target], rule_for="1s") as stack:
         up = stack.wait_for(lambda: stack.query('up{job="regulator"} == 1'))
         assert up[0]["metric"]["instance"] == dummy_target
@@ -89,8 +87,12 @@ def test_stack_scrapes_target_and_knows_its_alertmanager(
         # The shipped rules are loaded, with the test's short `for:`.
         groups = {g["name"]: g for g in stack.rules()}
         assert {"regulator-model", "regulator-service", "regulator-recording"} <= set(groups)
-        durations = {r.get("duration") for g in groups.values() for r in g["rules"]
-                     if r["type"] == "alerting"}
+        durations = {
+            r.get("duration")
+            for g in groups.values()
+            for r in g["rules"]
+            if r["type"] == "alerting"
+        }
         assert durations == {1}
 
         # Prometheus found the Alertmanager it was given, and Alertmanager answers.
