@@ -1,0 +1,180 @@
+"""The ``regulator`` command (DESIGN.md §3). Exit codes: 0 ok, 2 bad input, 1 failure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from regulator.errors import ConfigError, RegulatorError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="regulator",
+        description="Meta-regulator daemon for neuromorphic chips: serve, monitor, recalibrate.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (embedded default without --config)")
+    run.add_argument("--config", type=Path, help="policy file (YAML or TOML)")
+    run.add_argument("--host", help="bind address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="HTTP port (default 9890; 0 picks a free one)")
+    run.add_argument("--state-dir", type=Path, help="state directory (default ./state)")
+
+    chk = sub.add_parser("check-config", help="validate a policy file")
+    chk.add_argument("file", type=Path)
+
+    tr = sub.add_parser("train", help="meta-train a prior and write a model folder")
+    tr.add_argument("--recipe", help="a named recipe (nanosensor, gas-drift)")
+    tr.add_argument("--config", type=Path, help="training configuration (YAML), instead of a recipe")
+    tr.add_argument("--out", type=Path, required=True, help="model folder to write")
+    tr.add_argument("--iterations", type=int, help="override the number of meta-iterations")
+    tr.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    tr.add_argument("--no-eval", action="store_true", help="skip the evaluation table")
+
+    ev = sub.add_parser("evaluate", help="few-shot evaluation of a prior against baselines")
+    ev.add_argument("model", type=Path)
+    ev.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10], help="K per class")
+    ev.add_argument("--tasks", type=int, default=50, help="held-out tasks per K")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--gas-drift", type=Path, help="folder with batch1..5.dat (gas-drift protocol)")
+    ev.add_argument("--out", type=Path, help="write the JSON table here")
+
+    rp = sub.add_parser("replay", help="drive the daemon's runtime with recorded data")
+    rp.add_argument("--config", type=Path, help="policy file")
+    rp.add_argument("--data", nargs="+", default=[], help="recorded files, one segment each")
+    rp.add_argument("--report", type=Path, required=True, help="JSON report to write")
+
+    ex = sub.add_parser("export-nir", help="export a model to NIR")
+    ex.add_argument("model", type=Path)
+    ex.add_argument("out", type=Path)
+
+    rep = sub.add_parser("report", help="PNG plots of a run's event log or a replay report")
+    rep.add_argument("input", type=Path, help="events.jsonl of a state dir, or a replay report")
+    rep.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    return p
+
+
+def _quiet_warnings() -> None:
+    # Norse 1.1 decorates with torch.jit.script, deprecated in torch 2.14: harmless.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from regulator.service.daemon import run_daemon
+
+    overrides: dict[str, Any] = {}
+    if a.host is not None:
+        overrides["http.host"] = a.host
+    if a.port is not None:
+        overrides["http.port"] = a.port
+    if a.state_dir is not None:
+        overrides["state_dir"] = str(a.state_dir)
+    return run_daemon(a.config, overrides)
+
+
+def _cmd_check(a: argparse.Namespace) -> int:
+    from regulator.policy.check import check_config
+
+    return check_config(a.file)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    import yaml
+
+    from regulator.meta import recipes
+
+    if (a.recipe is None) == (a.config is None):
+        raise ConfigError("give exactly one of --recipe NAME or --config FILE")
+    if a.recipe is not None:
+        cfg = recipes.recipe_config(a.recipe)
+    else:
+        from regulator.meta.train import TrainConfig
+
+        try:
+            cfg = TrainConfig.model_validate(yaml.safe_load(a.config.read_text()))
+        except (OSError, yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"{a.config}: {err}") from None
+    if a.iterations is not None:
+        cfg = cfg.model_copy(update={"iterations": a.iterations})
+    recipes.train_and_write(cfg, a.out, resume=not a.no_resume, evaluate=not a.no_eval)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from regulator.meta import recipes
+
+    table = recipes.evaluate_folder(a.model, shots=a.shots, tasks=a.tasks, seed=a.seed, gas_drift=a.gas_drift)
+    text = json.dumps(table, indent=1)
+    if a.out:
+        a.out.write_text(text)
+    print(text)
+    return 0
+
+
+def _cmd_replay(a: argparse.Namespace) -> int:
+    from regulator.policy.model import load_policy
+    from regulator.service.replay import run_replay
+
+    policy = load_policy(a.config)
+    report = run_replay(policy, a.data, a.report)
+    for seg in report["segments"]:
+        acc = seg.get("accuracy", seg.get("mae"))
+        print(f"{Path(seg['file']).name}: {seg['samples']} samples, "
+              f"{'accuracy' if 'accuracy' in seg else 'mae'} {acc}, "
+              f"{len(seg['detections'])} detections, {len(seg['recalibrations'])} recalibrations")
+    print(f"report: {a.report}")
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from regulator.chip.nir_io import export_model_folder
+
+    export_model_folder(a.model, a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from regulator.report import write_report
+
+    paths = write_report(a.input, a.out)
+    for p in paths:
+        print(p)
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "check-config": _cmd_check,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "replay": _cmd_replay,
+    "export-nir": _cmd_export,
+    "report": _cmd_report,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the command, map errors to exit codes."""
+    _quiet_warnings()
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"regulator {args.command}: {err}", file=sys.stderr)
+        return 2
+    except RegulatorError as err:
+        print(f"regulator {args.command}: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

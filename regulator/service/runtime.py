@@ -1,0 +1,646 @@
+"""The daemon's runtime: serve the model, watch it, decide, recalibrate, swap.
+
+One :class:`Runtime` is used both by ``regulator run`` (wall clock, a background
+scheduler, the HTTP API) and by ``regulator replay`` (simulated time, jobs run inline),
+so that a replay exercises exactly the logic that the daemon runs.
+
+Threads: the main loop calls :meth:`Runtime.process` for each sample and
+:meth:`Runtime.tick` to evaluate the rules; recalibrations run on the scheduler's
+workers and publish a new :class:`_Serving` (model + OOD monitor) by one reference
+assignment, so inference never waits for a recalibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from prometheus_client import CollectorRegistry
+
+from regulator.chip.network import ChipInstance
+from regulator.errors import ConfigError, InputError, RegistryError, RegulatorError
+from regulator.meta.adapt import adapt
+from regulator.meta.model import ChipModel, ModelBundle
+from regulator.meta.train import calibrate
+from regulator.monitor.accuracy import AccuracyMonitor
+from regulator.monitor.density import SpikeDensityMonitor
+from regulator.monitor.energy import EnergyMonitor
+from regulator.monitor.stream import OODMonitor
+from regulator.policy.engine import Decision, RuleEngine, Signals
+from regulator.policy.model import Policy
+from regulator.registry import Registry
+from regulator.service.metrics import Metrics
+from regulator.service.state import Label, StateDir
+
+log = logging.getLogger(__name__)
+
+RECAL_JOB = "recalibration"
+RECENT_SAMPLES = 4096  # unlabelled inputs kept for label matching and label-free refits
+TRIGGERS = ("rule", "schedule", "alert", "http", "startup")
+
+
+def repo_root() -> Path:
+    """The folder holding ``regulator/`` and ``models/`` (a source checkout)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def resolve_path(p: str | Path) -> Path:
+    """A relative path: from the working directory if it exists there, else the repo."""
+    path = Path(p)
+    if path.is_absolute() or path.exists():
+        return path
+    alt = repo_root() / path
+    return alt if alt.exists() else path
+
+
+@dataclass
+class _Serving:
+    """What serves right now; replaced whole on a swap."""
+
+    version: str
+    bundle: ModelBundle
+    model: ChipModel
+    ood: OODMonitor
+    swapped_at: float
+
+
+@dataclass
+class RecalibrationResult:
+    """Outcome of one recalibration job, as logged and reported."""
+
+    trigger: str
+    mode: str
+    outcome: str  # accepted | rejected | failed | skipped
+    reason: str
+    t_s: float
+    seconds: float = 0.0
+    version: str | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Runtime:
+    """The serving, monitoring and recalibration logic of one device.
+
+    ``clock`` gives seconds (monotonic in the daemon, simulated in replay);
+    ``inline_jobs`` runs recalibrations synchronously (replay) instead of on the
+    scheduler (``submit`` callable, set by the daemon).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        state_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+        inline_jobs: bool = False,
+        metrics_registry: CollectorRegistry | None = None,
+        lock_state: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.inline_jobs = inline_jobs
+        self.submit: Callable[[str, Callable[[], Any]], bool] | None = None
+        self.state = StateDir(state_dir, lock=lock_state)
+        self.registry = Registry(self.state.registry_dir)
+        self.metrics_registry = metrics_registry or CollectorRegistry()
+        self.metrics = Metrics(self.metrics_registry, policy.device.id)
+        self.metrics.init_recalibration_series(TRIGGERS)
+        self.engine = RuleEngine(policy)
+        self._lock = threading.RLock()
+        self._recent: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
+        self._recent_unlabelled: deque[np.ndarray] = deque(maxlen=512)
+        self._recal_times: deque[float] = deque()
+        self._learning_j_day: tuple[int, float] = (0, 0.0)
+        self._alert_keys: set[str] = set()
+        self._last_tick_wall = time.time()
+        self._pending_recal: str | None = None
+        self.results: list[RecalibrationResult] = []
+        self.detections: list[dict[str, Any]] = []
+        self.low_power = False
+        self.started = False
+        self.n_samples = 0
+        prior = resolve_path(policy.model.prior)
+        version = self.registry.bootstrap(prior)
+        self._serving = self._load_version(version, self.clock())
+        self.energy = EnergyMonitor(window_s=policy.monitors.power_window_s)
+        self.density = SpikeDensityMonitor(
+            window=policy.monitors.spike_density_window_samples,
+            silent_below=policy.monitors.silent_threshold,
+            saturated_above=policy.monitors.saturated_threshold,
+        )
+        self.accuracy = AccuracyMonitor(
+            window=policy.monitors.accuracy_window_labels, task=self._serving.bundle.kind
+        )
+        self._restore_monitors()
+        self.metrics.calibration_samples_needed.set(0)
+        self.metrics.drift_detected.set(0)
+        self.metrics.ood_threshold.set(self._ood_threshold())
+        self.state.events.append("startup", version=version, device=policy.device.id)
+
+    # -- model loading ------------------------------------------------------------------
+
+    def _load_version(self, version: str, t: float) -> _Serving:
+        bundle = ModelBundle.load(self.registry.path(version))
+        model = ChipModel(bundle, seed=self.policy.device.seed)
+        if self.policy.device.profile != bundle.profile.name:
+            from regulator.chip.profiles import load_profile
+
+            profile = load_profile(self.policy.device.profile)
+            bundle.profile = profile
+            model = ChipModel(bundle, seed=self.policy.device.seed)
+        if self.policy.model.n_steps is not None:
+            model.n_steps = self.policy.model.n_steps
+        ood = self._make_ood(bundle.calibration.get("ood"))
+        info = self.registry.info(version)
+        self.metrics.set_model(version, str(bundle.task.get("family", "unknown")))
+        log.info("serving model %s (%s)", version, info.trigger)
+        return _Serving(version, bundle, model, ood, t)
+
+    def _make_ood(self, calib: dict[str, Any] | None) -> OODMonitor:
+        if not calib:
+            raise ConfigError("the model folder has no OOD calibration statistics")
+        m = self.policy.monitors
+        return OODMonitor(
+            calib,
+            detector=m.detector,
+            detector_config={"mean_samples_between_false_alarms": m.mean_samples_between_false_alarms},
+        )
+
+    def _ood_threshold(self) -> float:
+        """The OOD p-value below which a sample is called out-of-distribution."""
+        for rule in self.policy.rules:
+            thr = getattr(rule.condition, "threshold", None)
+            if rule.condition.signal == "ood_pvalue_below" and thr is not None:
+                return float(thr)
+        return 0.01
+
+    @property
+    def serving(self) -> _Serving:
+        return self._serving
+
+    # -- monitors persistence -----------------------------------------------------------
+
+    def _restore_monitors(self) -> None:
+        saved = self.state.monitors.load("monitors", default=None)
+        if not saved or saved.get("version") != self._serving.version:
+            return
+        try:
+            self.accuracy.load_state_dict(saved["accuracy"])
+            self.engine.load_state_dict(saved["engine"], t_s=self.clock())
+        except (KeyError, ValueError, RegulatorError) as err:
+            log.warning("monitor state not restored: %s", err)
+
+    def save_monitors(self) -> None:
+        """Persist monitor and engine state (atomic write)."""
+        self.state.monitors.save(
+            "monitors",
+            {
+                "version": self._serving.version,
+                "accuracy": self.accuracy.state_dict(),
+                "engine": self.engine.state_dict(),
+            },
+        )
+
+    # -- the inference path ---------------------------------------------------------------
+
+    def process(self, sample_id: str, x: np.ndarray, t: float | None = None) -> dict[str, Any]:
+        """Serve one sample: predict, update monitors and metrics. Returns the prediction.
+
+        Raises InputError for a sample that cannot be served (counted as rejected).
+        """
+        t_now = self.clock() if t is None else t
+        arr = np.asarray(x, dtype=np.float32)
+        serving = self._serving
+        try:
+            if arr.ndim == 1:
+                arr = arr[:, None]
+            if arr.ndim != 2:
+                raise InputError(f"a sample must be [C, L] or [C], got shape {list(arr.shape)}")
+            t0 = time.perf_counter()
+            pred = serving.model.predict(arr[None])
+            dt = time.perf_counter() - t0
+        except InputError as err:
+            reason = "nonfinite" if "NaN" in str(err) else "shape"
+            self.metrics.samples_rejected.labels(reason=reason).inc()
+            raise
+        self.n_samples += 1
+        m = self.metrics
+        m.samples.inc()
+        m.inference_seconds.observe(dt)
+        tel = pred.telemetry
+        m.synaptic_ops.inc(tel.synaptic_ops)
+        m.energy.labels(phase="inference").inc(pred.energy_j)
+        m.dense_ann_energy.inc(pred.dense_ann_j)
+        self.energy.update(pred.energy_j, 0.0, t_now)
+        self.density.update(tel)
+        serving.ood.update(pred.hidden_counts, pred.outputs)
+        p_vals = serving.ood.p_values
+        if p_vals:
+            m.ood_score.set(p_vals[-1])
+        alarm = serving.ood.drift_detected
+        if alarm and not getattr(self, "_alarm_on", False):
+            m.drift_alarms.inc()
+            det = {"t_s": t_now, "sample": self.n_samples, "version": serving.version}
+            self.detections.append(det)
+            self.state.events.append("detection", **det, statistic=serving.ood.statistic)
+        self._alarm_on = alarm
+        m.drift_detected.set(1.0 if alarm else 0.0)
+        label = pred.labels[0]
+        y_pred = int(label) if serving.bundle.kind == "classification" else float(label)
+        self.accuracy.record([sample_id], np.asarray([y_pred]))
+        with self._lock:
+            self._recent[sample_id] = (arr, t_now)
+            while len(self._recent) > RECENT_SAMPLES:
+                self._recent.popitem(last=False)
+            self._recent_unlabelled.append(arr)
+        return {
+            "sample_id": sample_id,
+            "prediction": y_pred,
+            "outputs": pred.outputs[0].tolist(),
+            "ood_p_value": p_vals[-1] if p_vals else None,
+            "version": serving.version,
+        }
+
+    # -- labels ---------------------------------------------------------------------------
+
+    def add_labels(self, items: Iterable[tuple[str, Any, np.ndarray | None]], t: float | None = None) -> dict[str, int]:
+        """Accept labels (by sample id, or with their input ``x``); persisted first.
+
+        Returns counts of accepted and rejected labels.
+        """
+        t_now = self.clock() if t is None else t
+        kind = self._serving.bundle.kind
+        n_out = self._serving.bundle.cfg.n_outputs
+        accepted: list[Label] = []
+        matched_ids: list[str] = []
+        matched_y: list[Any] = []
+        rejected = 0
+        for sid, y, x in items:
+            if kind == "classification":
+                if isinstance(y, bool) or not isinstance(y, int | np.integer) or not 0 <= int(y) < n_out:
+                    rejected += 1
+                    self.metrics.samples_rejected.labels(reason="label").inc()
+                    continue
+                y_val: int | float = int(y)
+            else:
+                if not isinstance(y, int | float | np.number) or not math.isfinite(float(y)):
+                    rejected += 1
+                    self.metrics.samples_rejected.labels(reason="label").inc()
+                    continue
+                y_val = float(y)
+            if x is None:
+                with self._lock:
+                    rec = self._recent.get(sid)
+                if rec is None:
+                    rejected += 1
+                    self.metrics.samples_rejected.labels(reason="unknown_sample").inc()
+                    continue
+                arr, t_seen = rec
+                matched_ids.append(sid)
+                matched_y.append(y_val)
+            else:
+                arr, t_seen = np.asarray(x, dtype=np.float32), t_now
+            accepted.append(Label(sid, arr.tolist(), y_val, t_seen))
+        if accepted:
+            self.state.labels.add(accepted)  # durable before acknowledged
+            self.metrics.labels_received.inc(len(accepted))
+        if matched_ids:
+            self.accuracy.label(matched_ids, np.asarray(matched_y))
+            acc = self.accuracy.accuracy if kind == "classification" else self.accuracy.mae
+            if acc is not None:
+                self.metrics.accuracy.set(acc)
+        return {"accepted": len(accepted), "rejected": rejected}
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def signals(self, t: float) -> Signals:
+        """What the monitors say now, for the rule engine."""
+        self._forget_old(t)
+        acc = self.accuracy.accuracy if self._serving.bundle.kind == "classification" else None
+        serving = self._serving
+        pv = serving.ood.mean_p_value
+        return Signals(
+            t_s=t,
+            drift_detected=serving.ood.drift_detected,
+            ood_pvalue=pv,
+            accuracy=acc,
+            n_labels=self.accuracy.n_in_window,
+            power_w=self.energy.power_w if self.energy.n_inferences > 1 else None,
+            silent_layers=tuple(self.density.silent_layers),
+            saturated_layers=tuple(self.density.saturated_layers),
+            learning_energy_j_today=self._learning_today(),
+            recalibrations_last_hour=len(self._recal_times),
+        )
+
+    def tick(self, t: float | None = None) -> list[Decision]:
+        """Evaluate the rules once and act on their decisions."""
+        t_now = self.clock() if t is None else t
+        self._last_tick_wall = time.time()
+        self.metrics.last_tick.set(self._last_tick_wall)
+        self.metrics.power_watts.set(self.energy.power_w)
+        self.metrics.set_layers(
+            self.density.density, self.density.silent_layers, self.density.saturated_layers
+        )
+        decisions = self.engine.evaluate(self.signals(t_now))
+        for d in decisions:
+            self.state.events.append(
+                "decision", rule=d.rule, action=d.action, reason=d.reason, suppressed=d.suppressed
+            )
+            if d.suppressed:
+                self.metrics.record_recalibration("rule", "skipped")
+                continue
+            self.act(d.action, trigger="rule", reason=d.reason)
+        return decisions
+
+    def act(self, action: str, trigger: str, reason: str = "") -> dict[str, Any]:
+        """Carry out an action (from a rule, a schedule, an alert or the API)."""
+        if action == "recalibrate_supervised":
+            return self.request_recalibration(trigger, mode="supervised", reason=reason)
+        if action == "recalibrate_label_free":
+            return self.request_recalibration(trigger, mode="label_free", reason=reason)
+        if action == "rollback":
+            return self.rollback(trigger=trigger)
+        if action == "low_power":
+            self.set_low_power(True)
+            return {"low_power": True}
+        self.state.events.append("alert", trigger=trigger, reason=reason)
+        return {"alert_only": True}
+
+    def set_low_power(self, on: bool) -> None:
+        """Fewer time steps per inference (policy's low_power_n_steps, default half)."""
+        n = self.policy.recalibration.low_power_n_steps or max(1, self._serving.bundle.cfg.n_steps // 2)
+        self._serving.model.n_steps = n if on else self.policy.model.n_steps
+        self.low_power = on
+        self.state.events.append("low_power", on=on, n_steps=n if on else None)
+
+    # -- recalibration ------------------------------------------------------------------------
+
+    def request_recalibration(
+        self, trigger: str, mode: str = "supervised", reason: str = "", key: str | None = None
+    ) -> dict[str, Any]:
+        """Schedule one recalibration (idempotent while one is pending)."""
+        if key is not None:
+            with self._lock:
+                if key in self._alert_keys:
+                    return {"scheduled": False, "reason": "duplicate alert"}
+                self._alert_keys.add(key)
+        if trigger != "rule":
+            blocked = self.engine.recalibration_blocked(self.signals(self.clock()))
+            if blocked:
+                self.metrics.record_recalibration(trigger, "skipped")
+                self.state.events.append("recalibration", trigger=trigger, outcome="skipped", reason=blocked)
+                return {"scheduled": False, "reason": blocked}
+
+        def job() -> RecalibrationResult:
+            try:
+                return self.recalibrate(trigger, mode, reason)
+            finally:
+                if key is not None:
+                    with self._lock:
+                        self._alert_keys.discard(key)
+
+        if self.inline_jobs or self.submit is None:
+            res = job()
+            return {"scheduled": True, "outcome": res.outcome, "reason": res.reason}
+        ok = self.submit(RECAL_JOB, job)
+        if not ok and key is not None:
+            with self._lock:
+                self._alert_keys.discard(key)
+        return {"scheduled": ok, "reason": "" if ok else "a recalibration is already pending"}
+
+    def _labelled_since_swap(self) -> list[Label]:
+        since = self._serving.swapped_at
+        labels = [lab for lab in self.state.labels.all() if lab.t >= since]
+        return labels
+
+    def _split(self, labels: list[Label]) -> tuple[list[Label], list[Label], int]:
+        """Support (newest K per class) and holdout (next newest) sets; samples missing."""
+        cfg = self.policy.recalibration
+        k, h = cfg.k_shot, cfg.holdout_per_class
+        kind = self._serving.bundle.kind
+        if kind != "classification":
+            newest = sorted(labels, key=lambda lab: lab.t, reverse=True)
+            need = max(0, k + h - len(newest))
+            return newest[h : h + k], newest[:h], need
+        n_cls = self._serving.bundle.cfg.n_outputs
+        by_cls: dict[int, list[Label]] = {c: [] for c in range(n_cls)}
+        for lab in sorted(labels, key=lambda lab: lab.t, reverse=True):
+            by_cls.setdefault(int(lab.y), []).append(lab)
+        support: list[Label] = []
+        holdout: list[Label] = []
+        need = 0
+        for c in range(n_cls):
+            got = by_cls.get(c, [])
+            need += max(0, k + h - len(got))
+            holdout += got[:h]
+            support += got[h : h + k]
+        return support, holdout, need
+
+    def recalibrate(self, trigger: str, mode: str, reason: str = "") -> RecalibrationResult:
+        """Clone, adapt, check on held-out labels, then swap atomically or discard."""
+        t_start = self.clock()
+        wall0 = time.perf_counter()
+        serving = self._serving
+        self._recal_times.append(t_start)
+        labels = self._labelled_since_swap()
+        support, holdout, need = self._split(labels)
+        self.metrics.calibration_samples_needed.set(need)
+        if need > 0 and mode == "supervised":
+            if not self.policy.recalibration.allow_label_free_fallback:
+                return self._finish(
+                    RecalibrationResult(trigger, mode, "skipped", f"waiting for {need} more labelled samples", t_start),
+                    wall0,
+                )
+            mode = "label_free"
+        try:
+            chip = ChipInstance.create(serving.bundle.profile, serving.bundle.cfg, self.policy.device.seed)
+            if mode == "supervised":
+                xs = np.stack([np.asarray(lab.x, np.float32) for lab in support])
+                ys = np.asarray([lab.y for lab in support])
+                candidate, report = adapt(serving.bundle, xs, ys, chip)
+                cost = report.to_dict()
+            else:
+                candidate, cost = self._label_free(serving, chip)
+            cand_model = ChipModel(candidate, seed=self.policy.device.seed)
+            evaluation = self._compare(serving.model, cand_model, holdout)
+        except (RegulatorError, ValueError, RuntimeError) as err:
+            log.exception("recalibration failed")
+            return self._finish(RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0)
+        learning_j = float(cost.get("learning_energy_j", 0.0))
+        self._add_learning_energy(learning_j, t_start)
+        margin = self.policy.recalibration.acceptance_margin
+        cand, base = evaluation.get("candidate"), evaluation.get("serving")
+        higher_better = serving.bundle.kind == "classification"
+        if cand is None or base is None:
+            ok = mode == "label_free"
+            why = "no held-out labels; label-free candidate accepted on its own checks" if ok else "no held-out labels"
+        elif higher_better:
+            ok = cand >= base - margin
+            why = f"held-out accuracy {cand:.3f} vs serving {base:.3f} (margin {margin})"
+        else:
+            ok = cand <= base + margin
+            why = f"held-out error {cand:.4f} vs serving {base:.4f} (margin {margin})"
+        if not ok:
+            return self._finish(
+                RecalibrationResult(trigger, mode, "rejected", why, t_start, evaluation=evaluation, cost=cost), wall0
+            )
+        # Refit the OOD monitor's calibration to the new environment, then swap.
+        recent = self._recent_inputs()
+        calib_x = recent if len(recent) >= 40 else np.stack([np.asarray(lab.x, np.float32) for lab in support + holdout])
+        candidate.calibration = {**candidate.calibration, **calibrate(candidate, calib_x, seed=self.policy.device.seed)}
+        tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.state.root))
+        try:
+            candidate.save(tmp / "model")
+            version = self.registry.add(
+                tmp / "model",
+                parent=serving.version,
+                trigger=trigger,
+                data_used={
+                    "mode": mode,
+                    "support": [lab.sample_id for lab in support] if mode == "supervised" else [],
+                    "holdout": [lab.sample_id for lab in holdout],
+                    "unlabelled": int(len(recent)),
+                },
+                evaluation={**evaluation, "reason": reason},
+            )
+            self.registry.promote(version)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        new = self._load_version(version, self.clock())
+        if self.low_power:
+            new.model.n_steps = serving.model.n_steps
+        self._serving = new  # the atomic swap: one reference assignment
+        self.accuracy.reset()
+        self._alarm_on = False
+        self.metrics.drift_detected.set(0)
+        self.metrics.calibration_samples_needed.set(0)
+        return self._finish(
+            RecalibrationResult(trigger, mode, "accepted", why, t_start, version=version, evaluation=evaluation, cost=cost),
+            wall0,
+        )
+
+    def _recent_inputs(self) -> np.ndarray:
+        with self._lock:
+            items = list(self._recent_unlabelled)[-200:]
+        return np.stack(items) if items else np.zeros((0,))
+
+    def _label_free(self, serving: _Serving, chip: ChipInstance) -> tuple[ModelBundle, dict[str, Any]]:
+        from regulator.meta.labelfree import recalibrate_label_free
+
+        recent = self._recent_inputs()
+        if len(recent) < 20:
+            raise InputError(f"label-free recalibration needs >= 20 recent samples, have {len(recent)}")
+        candidate, report = recalibrate_label_free(serving.bundle, recent, chip)
+        cost = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        return candidate, cost
+
+    def _compare(self, current: ChipModel, candidate: ChipModel, holdout: list[Label]) -> dict[str, Any]:
+        if not holdout:
+            return {"n_holdout": 0}
+        x = np.stack([np.asarray(lab.x, np.float32) for lab in holdout])
+        y = np.asarray([lab.y for lab in holdout])
+        out: dict[str, Any] = {"n_holdout": len(holdout)}
+        for name, model in (("serving", current), ("candidate", candidate)):
+            with torch.no_grad():
+                pred = ChipModel(model.bundle, seed=self.policy.device.seed).predict(x)
+            if model.bundle.kind == "classification":
+                out[name] = float((pred.labels == y).mean())
+            else:
+                out[name] = float(np.abs(np.asarray(pred.labels).reshape(len(y), -1)[:, 0] - y).mean())
+        return out
+
+    def _finish(self, res: RecalibrationResult, wall0: float) -> RecalibrationResult:
+        res.seconds = time.perf_counter() - wall0
+        self.results.append(res)
+        self.metrics.record_recalibration(res.trigger, res.outcome, res.seconds)
+        learning_j = float(res.cost.get("learning_energy_j", 0.0))
+        if learning_j > 0:
+            self.metrics.energy.labels(phase="learning").inc(learning_j)
+            self.energy.update(0.0, learning_j, res.t_s, n_inferences=0)
+        self.state.events.append("recalibration", **res.to_dict())
+        log.info("recalibration %s: %s (%s)", res.outcome, res.reason, res.trigger)
+        self.save_monitors()
+        return res
+
+    def _forget_old(self, t: float) -> None:
+        while self._recal_times and self._recal_times[0] < t - 3600.0:
+            self._recal_times.popleft()
+
+    def _add_learning_energy(self, joules: float, t: float) -> None:
+        day = int(t // 86400)
+        d, total = self._learning_j_day
+        self._learning_j_day = (day, (total if d == day else 0.0) + joules)
+
+    def _learning_today(self) -> float:
+        return self._learning_j_day[1]
+
+    # -- rollback ---------------------------------------------------------------------------
+
+    def rollback(self, trigger: str = "http") -> dict[str, Any]:
+        """Serve the previous good version."""
+        old = self._serving.version
+        try:
+            version = self.registry.rollback()
+        except RegistryError as err:
+            self.state.events.append("rollback", trigger=trigger, ok=False, reason=str(err))
+            return {"ok": False, "reason": str(err)}
+        self._serving = self._load_version(version, self.clock())
+        self.metrics.rollbacks.inc()
+        self.state.events.append("rollback", trigger=trigger, ok=True, old=old, new=version)
+        return {"ok": True, "from": old, "to": version}
+
+    # -- reload -----------------------------------------------------------------------------
+
+    def reload(self, policy: Policy) -> None:
+        """Swap in a new, already validated policy (rules, budgets, thresholds)."""
+        self.engine = self.engine.rebuilt(policy)
+        self.policy = policy
+        self.metrics.ood_threshold.set(self._ood_threshold())
+        self.state.events.append("reload", ok=True)
+
+    # -- views ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        s = self._serving
+        return {
+            "device": self.policy.device.id,
+            "version": s.version,
+            "family": s.bundle.task.get("family"),
+            "profile": s.bundle.profile.name,
+            "samples": self.n_samples,
+            "low_power": self.low_power,
+            "monitors": {
+                "accuracy": self.accuracy.accuracy,
+                "labels_in_window": self.accuracy.n_in_window,
+                "ood_mean_p_value": s.ood.mean_p_value,
+                "drift_detected": s.ood.drift_detected,
+                "spike_density": self.density.density,
+                "power_w": self.energy.power_w,
+                "energy_j_total": self.energy.energy_j_total,
+            },
+            "last_recalibrations": [r.to_dict() for r in self.results[-5:]],
+            "labels_buffered": len(self.state.labels),
+        }
+
+    def models(self) -> list[dict[str, Any]]:
+        cur = self.registry.current()
+        return [{**v.as_dict(), "serving": v.version == cur} for v in self.registry.versions()]
+
+    def close(self) -> None:
+        self.save_monitors()
+        self.state.events.append("shutdown", version=self._serving.version)
+        self.state.close()
