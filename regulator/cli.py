@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="meta-train a prior and write a model folder")
     tr.add_argument("--recipe", help="a named recipe (nanosensor, gas-drift)")
-    tr.add_argument("--config", type=Path, help="training configuration (YAML), instead of a recipe")
+    tr.add_argument(
+        "--config", type=Path, help="training configuration (YAML), instead of a recipe"
+    )
     tr.add_argument("--out", type=Path, required=True, help="model folder to write")
     tr.add_argument("--iterations", type=int, help="override the number of meta-iterations")
     tr.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
@@ -109,7 +111,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from regulator.meta import recipes
 
-    table = recipes.evaluate_folder(a.model, shots=a.shots, tasks=a.tasks, seed=a.seed, gas_drift=a.gas_drift)
+    table = recipes.evaluate_folder(
+        a.model, shots=a.shots, tasks=a.tasks, seed=a.seed, gas_drift=a.gas_drift
+    )
     text = json.dumps(table, indent=1)
     if a.out:
         a.out.write_text(text)
@@ -125,9 +129,11 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     report = run_replay(policy, a.data, a.report)
     for seg in report["segments"]:
         acc = seg.get("accuracy", seg.get("mae"))
-        print(f"{Path(seg['file']).name}: {seg['samples']} samples, "
-              f"{'accuracy' if 'accuracy' in seg else 'mae'} {acc}, "
-              f"{len(seg['detections'])} detections, {len(seg['recalibrations'])} recalibrations")
+        print(
+            f"{Path(seg['file']).name}: {seg['samples']} samples, "
+            f"{'accuracy' if 'accuracy' in seg else 'mae'} {acc}, "
+            f"{len(seg['detections'])} detections, {len(seg['recalibrations'])} recalibrations"
+        )
     print(f"report: {a.report}")
     return 0
 

@@ -11,6 +11,7 @@ state precision, mismatch, noise, lost events, stuck synapses and drift; the
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -105,9 +106,7 @@ class ChipInstance:
                 u < prof.stuck_at_zero_fraction + prof.stuck_at_max_fraction
             )
             nu[name] = prof.drift_nu * torch.exp(0.2 * torch.randn(shape, generator=g))
-        th = [
-            1.0 + prof.mismatch_threshold_sigma * torch.randn(n, generator=g) for n in cfg.hidden
-        ]
+        th = [1.0 + prof.mismatch_threshold_sigma * torch.randn(n, generator=g) for n in cfg.hidden]
         noise_gen = torch.Generator().manual_seed(int(seed) + 1_000_003)
         return cls(prof, int(seed), gain, zero, high, nu, th, noise_gen)
 
@@ -154,7 +153,7 @@ class SpikingNetwork(nn.Module):
         g = torch.Generator().manual_seed(init_seed)
         sizes = [cfg.n_inputs, *cfg.hidden]
         self.layers = nn.ModuleList()
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for n_in, n_out in itertools.pairwise(sizes):
             lin = nn.Linear(n_in, n_out)
             with torch.no_grad():
                 # Larger than PyTorch's default so that the first layer spikes at init:
@@ -350,9 +349,7 @@ def _synaptic_input(
         active_in = (s != 0).to(s.dtype).sum(1)  # [T, n_in]
         attempted = float((active_in @ nz.sum(0)).sum())
     if spiking and p_fail > 0 and chip is not None:
-        keep = (
-            torch.rand((s.shape[0], *w.shape), generator=chip.generator) >= p_fail
-        ).to(s.dtype)
+        keep = (torch.rand((s.shape[0], *w.shape), generator=chip.generator) >= p_fail).to(s.dtype)
         cur = torch.einsum("tbj,tij->tbi", s, w * keep)
         with torch.no_grad():
             delivered = float((active_in * (keep * nz).sum(1)).sum())

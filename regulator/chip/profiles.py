@@ -50,14 +50,26 @@ class ChipProfile(BaseModel):
     weight_bits: int | None = Field(None, ge=1, le=16, description="None = float weights")
     state_bits: int | None = Field(None, ge=2, le=32, description="None = float state")
     state_range: float = Field(8.0, gt=0, description="|v|, |i| clip in units of v_th")
-    mismatch_weight_sigma: float = Field(0.0, ge=0, le=1, description="per-synapse gain, log-normal sigma")
-    mismatch_threshold_sigma: float = Field(0.0, ge=0, le=1, description="per-neuron threshold, relative sigma")
-    noise_weight_sigma: float = Field(0.0, ge=0, le=1, description="per-read weight noise, fraction of layer max")
-    noise_membrane_sigma: float = Field(0.0, ge=0, le=1, description="per-step membrane noise, units of v_th")
-    transmission_failure_p: float = Field(0.0, ge=0, lt=1, description="probability a synaptic event is lost")
+    mismatch_weight_sigma: float = Field(
+        0.0, ge=0, le=1, description="per-synapse gain, log-normal sigma"
+    )
+    mismatch_threshold_sigma: float = Field(
+        0.0, ge=0, le=1, description="per-neuron threshold, relative sigma"
+    )
+    noise_weight_sigma: float = Field(
+        0.0, ge=0, le=1, description="per-read weight noise, fraction of layer max"
+    )
+    noise_membrane_sigma: float = Field(
+        0.0, ge=0, le=1, description="per-step membrane noise, units of v_th"
+    )
+    transmission_failure_p: float = Field(
+        0.0, ge=0, lt=1, description="probability a synaptic event is lost"
+    )
     stuck_at_zero_fraction: float = Field(0.0, ge=0, le=1)
     stuck_at_max_fraction: float = Field(0.0, ge=0, le=1)
-    drift_nu: float = Field(0.0, ge=0, le=1, description="conductance drift exponent, w(t)=w0*(1+t/t0)^-nu")
+    drift_nu: float = Field(
+        0.0, ge=0, le=1, description="conductance drift exponent, w(t)=w0*(1+t/t0)^-nu"
+    )
     drift_t0_s: float = Field(1.0, gt=0, description="drift reference time, seconds")
     memristive: MemristiveUpdate | None = None
     energy: str = Field("loihi", description="name of the per-event energy figure set")

@@ -29,7 +29,9 @@ from regulator.meta.writes import commit_update
 SCOPES = ("readout", "all")
 
 
-def task_loss(kind: str, outputs: torch.Tensor, y: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+def task_loss(
+    kind: str, outputs: torch.Tensor, y: torch.Tensor, reduce: bool = True
+) -> torch.Tensor:
     """Cross-entropy for classification, mean squared error for regression."""
     if kind == "classification":
         return F.cross_entropy(outputs, y.long(), reduction="mean" if reduce else "none")
@@ -120,9 +122,7 @@ def adapt_readout(
         if algo.name == "plasticity":
             params = _plasticity_step(problem, params, meta, mask)
         else:
-            m = mask
-
-            def loss_fn(p: Params) -> torch.Tensor:
+            def loss_fn(p: Params, m: torch.Tensor | None = mask) -> torch.Tensor:
                 return problem.loss(p, m)
 
             params = algo.step(params, loss_fn, meta, create_graph)
@@ -130,7 +130,10 @@ def adapt_readout(
 
 
 def _plasticity_step(
-    problem: ReadoutProblem, params: Params, meta: dict[str, torch.Tensor], mask: torch.Tensor | None
+    problem: ReadoutProblem,
+    params: Params,
+    meta: dict[str, torch.Tensor],
+    mask: torch.Tensor | None,
 ) -> Params:
     decay = torch.sigmoid(meta["trace_logit"])
     pre = pre_trace(problem.spikes, decay)
@@ -187,7 +190,9 @@ def _support_tensors(
         x = x[:, :, None]
     y_arr = np.asarray(y)
     if len(x) == 0 or len(x) != len(y_arr):
-        raise InputError(f"support set needs as many labels as samples, got {len(x)} and {len(y_arr)}")
+        raise InputError(
+            f"support set needs as many labels as samples, got {len(x)} and {len(y_arr)}"
+        )
     if bundle.kind == "classification":
         n_cls = bundle.cfg.n_outputs
         if y_arr.min() < 0 or y_arr.max() >= n_cls:
@@ -240,7 +245,9 @@ def adapt(
         }
         if algo.name == "metasgd" and not all(f"lr.{k}" in meta for k in start):
             raise AdaptationError("metasgd bundle lacks learned rates for the readout")
-        adapted, skipped = adapt_readout(algo, problem, start, meta, n_steps, False, event_threshold)
+        adapted, skipped = adapt_readout(
+            algo, problem, start, meta, n_steps, False, event_threshold
+        )
     else:
         if algo.name == "plasticity":
             raise ConfigError("the plasticity rule adapts the readout only (scope 'readout')")

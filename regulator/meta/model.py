@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from regulator.chip.encoders import Encoder, make_encoder
 from regulator.chip.energy import EnergyModel
 from regulator.chip.network import ChipInstance, NetOutput, NetworkConfig, SpikingNetwork
-from regulator.chip.profiles import ChipProfile, load_profile
+from regulator.chip.profiles import ChipProfile
 from regulator.chip.telemetry import Telemetry
 from regulator.errors import InputError, ModelFolderError
 from regulator.modelfolder import verify, write_manifest
@@ -192,6 +192,7 @@ class ChipModel:
     """A bundle deployed on one chip instance: what the daemon serves.
 
     >>> from regulator.chip.encoders import CurrentEncoder
+    >>> from regulator.chip.profiles import load_profile
     >>> net = SpikingNetwork(NetworkConfig(n_inputs=2, hidden=(4,), n_outputs=3, n_steps=4))
     >>> b = ModelBundle(net, CurrentEncoder(), load_profile("ideal"), Normaliser("none"),
     ...                 {"family": "demo", "kind": "classification", "n_channels": 2})

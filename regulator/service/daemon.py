@@ -8,6 +8,7 @@ With ``NOTIFY_SOCKET`` set, READY, WATCHDOG and STATUS go to systemd.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -56,7 +57,9 @@ def read_token(policy: Policy) -> str | None:
     return value or None
 
 
-def build_source(policy: Policy, http_source: HttpSource | None = None) -> tuple[Source, FeedbackChannel | None]:
+def build_source(
+    policy: Policy, http_source: HttpSource | None = None
+) -> tuple[Source, FeedbackChannel | None]:
     """The policy's data source and, where labels come with it, their feedback channel."""
     src = policy.source
     if isinstance(src, SimulatedSource):
@@ -69,7 +72,11 @@ def build_source(policy: Policy, http_source: HttpSource | None = None) -> tuple
         elif src.schedule.kind == "gradual":
             sched.update({"every": every, "width": max(1, every // 4)})
         source: Source = make_source(
-            "simulated", family=src.family, schedule=sched, seed=policy.device.seed, rate_hz=src.rate_hz
+            "simulated",
+            family=src.family,
+            schedule=sched,
+            seed=policy.device.seed,
+            rate_hz=src.rate_hz,
         )
         fb = FeedbackChannel(src.label_delay_samples, src.label_fraction, seed=policy.device.seed)
         return source, fb
@@ -117,13 +124,21 @@ class DaemonAPI:
 
     def feedback(self, items: list[FeedbackItem]) -> dict[str, Any]:
         out = self.d.runtime.add_labels(
-            [(it.sample_id or f"fb-{time.time_ns()}-{i}", it.y, None if it.x is None else np.asarray(it.x, np.float32))
-             for i, it in enumerate(items)]
+            [
+                (
+                    it.sample_id or f"fb-{time.time_ns()}-{i}",
+                    it.y,
+                    None if it.x is None else np.asarray(it.x, np.float32),
+                )
+                for i, it in enumerate(items)
+            ]
         )
         return out
 
     def push_samples(self, items: list[Sample]) -> dict[str, Any]:
-        if self.d.http_source is None or not isinstance(self.d.runtime.policy.source, HttpSourceConfig):
+        if self.d.http_source is None or not isinstance(
+            self.d.runtime.policy.source, HttpSourceConfig
+        ):
             raise ConfigError("this daemon's source is not 'http'")
         accepted, rejected = [], []
         for i, it in enumerate(items):
@@ -172,10 +187,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
 
     def _job_event(self, job_id: str, outcome: str) -> None:
-        try:
+        with contextlib.suppress(AttributeError):  # a job event before startup finished
             self.runtime.metrics.scheduler_jobs.labels(job=job_id, outcome=outcome).inc()
-        except AttributeError:
-            pass
         log.warning("scheduled job %s %s", job_id, outcome)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -188,7 +201,8 @@ class Daemon:
         if isinstance(self.policy.source, HttpSourceConfig):
             b = rt.serving.bundle
             self.http_source = HttpSource(
-                n_channels=int(b.task["n_channels"]), length=int(b.task.get("length", 1)),
+                n_channels=int(b.task["n_channels"]),
+                length=int(b.task.get("length", 1)),
                 maxsize=self.policy.source.queue_size,
             )
         for sched in self.policy.schedules:
@@ -203,13 +217,18 @@ class Daemon:
                 self.scheduler.add_cron(f"schedule-{sched.id}", sched.cron, run_scheduled)
         self.scheduler.start()
         app = build_app(
-            DaemonAPI(self), rt.metrics_registry, lambda: read_token(self.policy),
-            self.policy.http.max_body_bytes, metrics=rt.metrics,
+            DaemonAPI(self),
+            rt.metrics_registry,
+            lambda: read_token(self.policy),
+            self.policy.http.max_body_bytes,
+            metrics=rt.metrics,
         )
         self.server = serve(app, self.policy.http.host, self.policy.http.port)
         log.info("listening on http://%s:%d", self.policy.http.host, self.server.port)
         if read_token(self.policy) is None:
-            log.warning("no token configured (%s): mutating routes are refused", self.policy.http.token_env)
+            log.warning(
+                "no token configured (%s): mutating routes are refused", self.policy.http.token_env
+            )
         self.ready.set()
         self.notifier.ready(f"serving {rt.serving.version}")
 
@@ -277,8 +296,13 @@ class Daemon:
             return
         try:
             new = load_policy(self.config_path)
-            new = new.with_overrides({"http.host": self.policy.http.host, "http.port": self.policy.http.port,
-                                      "state_dir": self.policy.state_dir})
+            new = new.with_overrides(
+                {
+                    "http.host": self.policy.http.host,
+                    "http.port": self.policy.http.port,
+                    "state_dir": self.policy.state_dir,
+                }
+            )
         except ConfigError as err:
             self.runtime.metrics.policy_reload_failures.inc()
             self.runtime.state.events.append("reload", ok=False, reason=str(err))

@@ -40,7 +40,9 @@ def run_replay(
     rate = (src.rate_hz if src and src.rate_hz else None) or DEFAULT_RATE_HZ
     reveal_k = src.labels_per_class_at_segment_start if src else 0
     feedback = FeedbackChannel(
-        src.label_delay_samples if src else 0, src.label_fraction if src else 0.0, seed=policy.device.seed
+        src.label_delay_samples if src else 0,
+        src.label_fraction if src else 0.0,
+        seed=policy.device.seed,
     )
     files = [resolve_path(p) for p in data]
     recordings = [load_file(p) for p in files]
@@ -85,8 +87,14 @@ def run_replay(
                     "samples": len(rec.y),
                     "first_sample": seg_start,
                     "labels_revealed": int(revealed.size),
-                    "accuracy" if rt.serving.bundle.kind == "classification" else "mae": float(np.mean(correct)) if correct else None,
-                    "detections": [{**d, "delay_samples": d["sample"] - 1 - seg_start} for d in dets],
+                    "accuracy" if rt.serving.bundle.kind == "classification" else "mae": float(
+                        np.mean(correct)
+                    )
+                    if correct
+                    else None,
+                    "detections": [
+                        {**d, "delay_samples": d["sample"] - 1 - seg_start} for d in dets
+                    ],
                     "recalibrations": [r.to_dict() for r in rt.results[n_res0:]],
                     "inference_energy_j": rt.energy.inference_j_total - e0,
                     "model_version_at_end": rt.serving.version,

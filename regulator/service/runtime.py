@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 RECAL_JOB = "recalibration"
 RECENT_SAMPLES = 4096  # unlabelled inputs kept for label matching and label-free refits
-TRIGGERS = ("rule", "schedule", "alert", "http", "startup")
+TRIGGERS = ("rule", "schedule", "alert", "http", "manual")
+LABEL_LOOKBACK_S = 2.0  # labels this long before a drift alarm count as post-shift
 
 
 def repo_root() -> Path:
@@ -131,6 +132,10 @@ class Runtime:
         self.results: list[RecalibrationResult] = []
         self.detections: list[dict[str, Any]] = []
         self.low_power = False
+        self._alarm_on = False
+        self._drift_since: float | None = None  # first alarm since the last swap
+        self._waiting: tuple[str, str] | None = None  # (trigger, reason) awaiting labels
+        self._recal_running = False
         self.started = False
         self.n_samples = 0
         prior = resolve_path(policy.model.prior)
@@ -177,7 +182,9 @@ class Runtime:
         return OODMonitor(
             calib,
             detector=m.detector,
-            detector_config={"mean_samples_between_false_alarms": m.mean_samples_between_false_alarms},
+            detector_config={
+                "mean_samples_between_false_alarms": m.mean_samples_between_false_alarms
+            },
         )
 
     def _ood_threshold(self) -> float:
@@ -252,11 +259,14 @@ class Runtime:
         if p_vals:
             m.ood_score.set(p_vals[-1])
         alarm = serving.ood.drift_detected
-        if alarm and not getattr(self, "_alarm_on", False):
+        if alarm and not self._alarm_on:
             m.drift_alarms.inc()
-            det = {"t_s": t_now, "sample": self.n_samples, "version": serving.version}
-            self.detections.append(det)
-            self.state.events.append("detection", **det, statistic=serving.ood.statistic)
+            if self._drift_since is None:
+                # First alarm of this episode (until the next swap): the shift's detection.
+                self._drift_since = t_now
+                det = {"t_s": t_now, "sample": self.n_samples, "version": serving.version}
+                self.detections.append(det)
+                self.state.events.append("detection", **det, statistic=serving.ood.statistic)
         self._alarm_on = alarm
         m.drift_detected.set(1.0 if alarm else 0.0)
         label = pred.labels[0]
@@ -277,7 +287,9 @@ class Runtime:
 
     # -- labels ---------------------------------------------------------------------------
 
-    def add_labels(self, items: Iterable[tuple[str, Any, np.ndarray | None]], t: float | None = None) -> dict[str, int]:
+    def add_labels(
+        self, items: Iterable[tuple[str, Any, np.ndarray | None]], t: float | None = None
+    ) -> dict[str, int]:
         """Accept labels (by sample id, or with their input ``x``); persisted first.
 
         Returns counts of accepted and rejected labels.
@@ -291,7 +303,11 @@ class Runtime:
         rejected = 0
         for sid, y, x in items:
             if kind == "classification":
-                if isinstance(y, bool) or not isinstance(y, int | np.integer) or not 0 <= int(y) < n_out:
+                if (
+                    isinstance(y, bool)
+                    or not isinstance(y, int | np.integer)
+                    or not 0 <= int(y) < n_out
+                ):
                     rejected += 1
                     self.metrics.samples_rejected.labels(reason="label").inc()
                     continue
@@ -355,6 +371,15 @@ class Runtime:
         self.metrics.set_layers(
             self.density.density, self.density.silent_layers, self.density.saturated_layers
         )
+        if self._waiting is not None and not self._recal_running:
+            _, _, need = self._split(self._labelled_since_shift())
+            self.metrics.calibration_samples_needed.set(need)
+            if need == 0:
+                trigger, reason = self._waiting
+                self._waiting = None
+                self.request_recalibration(
+                    trigger, mode="supervised", reason=f"labels arrived; {reason}"
+                )
         decisions = self.engine.evaluate(self.signals(t_now))
         for d in decisions:
             self.state.events.append(
@@ -382,7 +407,9 @@ class Runtime:
 
     def set_low_power(self, on: bool) -> None:
         """Fewer time steps per inference (policy's low_power_n_steps, default half)."""
-        n = self.policy.recalibration.low_power_n_steps or max(1, self._serving.bundle.cfg.n_steps // 2)
+        n = self.policy.recalibration.low_power_n_steps or max(
+            1, self._serving.bundle.cfg.n_steps // 2
+        )
         self._serving.model.n_steps = n if on else self.policy.model.n_steps
         self.low_power = on
         self.state.events.append("low_power", on=on, n_steps=n if on else None)
@@ -402,13 +429,17 @@ class Runtime:
             blocked = self.engine.recalibration_blocked(self.signals(self.clock()))
             if blocked:
                 self.metrics.record_recalibration(trigger, "skipped")
-                self.state.events.append("recalibration", trigger=trigger, outcome="skipped", reason=blocked)
+                self.state.events.append(
+                    "recalibration", trigger=trigger, outcome="skipped", reason=blocked
+                )
                 return {"scheduled": False, "reason": blocked}
 
         def job() -> RecalibrationResult:
+            self._recal_running = True
             try:
                 return self.recalibrate(trigger, mode, reason)
             finally:
+                self._recal_running = False
                 if key is not None:
                     with self._lock:
                         self._alert_keys.discard(key)
@@ -422,10 +453,13 @@ class Runtime:
                 self._alert_keys.discard(key)
         return {"scheduled": ok, "reason": "" if ok else "a recalibration is already pending"}
 
-    def _labelled_since_swap(self) -> list[Label]:
+    def _labelled_since_shift(self) -> list[Label]:
+        """Labels from the current environment: since the last swap, and since the drift
+        alarm (less a short lookback for the detection delay) when there is one."""
         since = self._serving.swapped_at
-        labels = [lab for lab in self.state.labels.all() if lab.t >= since]
-        return labels
+        if self._drift_since is not None:
+            since = max(since, self._drift_since - LABEL_LOOKBACK_S)
+        return [lab for lab in self.state.labels.all() if lab.t >= since]
 
     def _split(self, labels: list[Label]) -> tuple[list[Label], list[Label], int]:
         """Support (newest K per class) and holdout (next newest) sets; samples missing."""
@@ -456,18 +490,31 @@ class Runtime:
         wall0 = time.perf_counter()
         serving = self._serving
         self._recal_times.append(t_start)
-        labels = self._labelled_since_swap()
+        labels = self._labelled_since_shift()
         support, holdout, need = self._split(labels)
         self.metrics.calibration_samples_needed.set(need)
         if need > 0 and mode == "supervised":
+            # Wait for labels (tick() retries once enough arrive); meanwhile adapt
+            # label-free if the policy allows it.
+            self._waiting = (trigger, reason)
             if not self.policy.recalibration.allow_label_free_fallback:
                 return self._finish(
-                    RecalibrationResult(trigger, mode, "skipped", f"waiting for {need} more labelled samples", t_start),
+                    RecalibrationResult(
+                        trigger,
+                        mode,
+                        "skipped",
+                        f"waiting for {need} more labelled samples",
+                        t_start,
+                    ),
                     wall0,
                 )
             mode = "label_free"
+        elif mode == "supervised":
+            self._waiting = None
         try:
-            chip = ChipInstance.create(serving.bundle.profile, serving.bundle.cfg, self.policy.device.seed)
+            chip = ChipInstance.create(
+                serving.bundle.profile, serving.bundle.cfg, self.policy.device.seed
+            )
             if mode == "supervised":
                 xs = np.stack([np.asarray(lab.x, np.float32) for lab in support])
                 ys = np.asarray([lab.y for lab in support])
@@ -479,15 +526,16 @@ class Runtime:
             evaluation = self._compare(serving.model, cand_model, holdout)
         except (RegulatorError, ValueError, RuntimeError) as err:
             log.exception("recalibration failed")
-            return self._finish(RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0)
+            return self._finish(
+                RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0
+            )
         learning_j = float(cost.get("learning_energy_j", 0.0))
         self._add_learning_energy(learning_j, t_start)
         margin = self.policy.recalibration.acceptance_margin
         cand, base = evaluation.get("candidate"), evaluation.get("serving")
         higher_better = serving.bundle.kind == "classification"
         if cand is None or base is None:
-            ok = mode == "label_free"
-            why = "no held-out labels; label-free candidate accepted on its own checks" if ok else "no held-out labels"
+            ok, why = self._label_free_check(serving, cand_model)
         elif higher_better:
             ok = cand >= base - margin
             why = f"held-out accuracy {cand:.3f} vs serving {base:.3f} (margin {margin})"
@@ -496,12 +544,22 @@ class Runtime:
             why = f"held-out error {cand:.4f} vs serving {base:.4f} (margin {margin})"
         if not ok:
             return self._finish(
-                RecalibrationResult(trigger, mode, "rejected", why, t_start, evaluation=evaluation, cost=cost), wall0
+                RecalibrationResult(
+                    trigger, mode, "rejected", why, t_start, evaluation=evaluation, cost=cost
+                ),
+                wall0,
             )
         # Refit the OOD monitor's calibration to the new environment, then swap.
         recent = self._recent_inputs()
-        calib_x = recent if len(recent) >= 40 else np.stack([np.asarray(lab.x, np.float32) for lab in support + holdout])
-        candidate.calibration = {**candidate.calibration, **calibrate(candidate, calib_x, seed=self.policy.device.seed)}
+        calib_x = (
+            recent
+            if len(recent) >= 40
+            else np.stack([np.asarray(lab.x, np.float32) for lab in support + holdout])
+        )
+        candidate.calibration = {
+            **candidate.calibration,
+            **calibrate(candidate, calib_x, seed=self.policy.device.seed),
+        }
         tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.state.root))
         try:
             candidate.save(tmp / "model")
@@ -513,7 +571,7 @@ class Runtime:
                     "mode": mode,
                     "support": [lab.sample_id for lab in support] if mode == "supervised" else [],
                     "holdout": [lab.sample_id for lab in holdout],
-                    "unlabelled": int(len(recent)),
+                    "unlabelled": len(recent),
                 },
                 evaluation={**evaluation, "reason": reason},
             )
@@ -526,11 +584,45 @@ class Runtime:
         self._serving = new  # the atomic swap: one reference assignment
         self.accuracy.reset()
         self._alarm_on = False
+        self._drift_since = None
         self.metrics.drift_detected.set(0)
         self.metrics.calibration_samples_needed.set(0)
         return self._finish(
-            RecalibrationResult(trigger, mode, "accepted", why, t_start, version=version, evaluation=evaluation, cost=cost),
+            RecalibrationResult(
+                trigger,
+                mode,
+                "accepted",
+                why,
+                t_start,
+                version=version,
+                evaluation=evaluation,
+                cost=cost,
+            ),
             wall0,
+        )
+
+    def _label_free_check(self, serving: _Serving, candidate: ChipModel) -> tuple[bool, str]:
+        """Without held-out labels: accept only if recent inputs look more
+        in-distribution to the candidate than to the serving model (mean conformal
+        p-value under the prior's own calibration)."""
+        from regulator.monitor.ood import CalibratedScorer
+
+        recent = self._recent_inputs()
+        if len(recent) < 20:
+            return False, "no held-out labels and too few recent samples to check"
+        ref = serving.bundle.calibration.get("ood")
+        if not ref:
+            return False, "no held-out labels and no OOD calibration to check against"
+        scorer = CalibratedScorer.from_dict(ref)
+        with torch.no_grad():
+            ps = ChipModel(serving.bundle, seed=self.policy.device.seed).predict(recent)
+            pc = ChipModel(candidate.bundle, seed=self.policy.device.seed).predict(recent)
+        p_s = float(np.mean(scorer.p_values(ps.hidden_counts, ps.outputs)))
+        p_c = float(np.mean(scorer.p_values(pc.hidden_counts, pc.outputs)))
+        ok = p_c > p_s
+        return (
+            ok,
+            f"no held-out labels; mean OOD p-value on recent inputs {p_c:.3f} vs serving {p_s:.3f}",
         )
 
     def _recent_inputs(self) -> np.ndarray:
@@ -538,17 +630,23 @@ class Runtime:
             items = list(self._recent_unlabelled)[-200:]
         return np.stack(items) if items else np.zeros((0,))
 
-    def _label_free(self, serving: _Serving, chip: ChipInstance) -> tuple[ModelBundle, dict[str, Any]]:
+    def _label_free(
+        self, serving: _Serving, chip: ChipInstance
+    ) -> tuple[ModelBundle, dict[str, Any]]:
         from regulator.meta.labelfree import recalibrate_label_free
 
         recent = self._recent_inputs()
         if len(recent) < 20:
-            raise InputError(f"label-free recalibration needs >= 20 recent samples, have {len(recent)}")
+            raise InputError(
+                f"label-free recalibration needs >= 20 recent samples, have {len(recent)}"
+            )
         candidate, report = recalibrate_label_free(serving.bundle, recent, chip)
         cost = report.to_dict() if hasattr(report, "to_dict") else dict(report)
         return candidate, cost
 
-    def _compare(self, current: ChipModel, candidate: ChipModel, holdout: list[Label]) -> dict[str, Any]:
+    def _compare(
+        self, current: ChipModel, candidate: ChipModel, holdout: list[Label]
+    ) -> dict[str, Any]:
         if not holdout:
             return {"n_holdout": 0}
         x = np.stack([np.asarray(lab.x, np.float32) for lab in holdout])
@@ -560,7 +658,9 @@ class Runtime:
             if model.bundle.kind == "classification":
                 out[name] = float((pred.labels == y).mean())
             else:
-                out[name] = float(np.abs(np.asarray(pred.labels).reshape(len(y), -1)[:, 0] - y).mean())
+                out[name] = float(
+                    np.abs(np.asarray(pred.labels).reshape(len(y), -1)[:, 0] - y).mean()
+                )
         return out
 
     def _finish(self, res: RecalibrationResult, wall0: float) -> RecalibrationResult:
