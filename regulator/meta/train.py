@@ -72,7 +72,7 @@ class Trainer:
     optimiser: torch.optim.Optimizer
     rng: np.random.Generator
     iteration: int = 0
-    history: list[dict[str, float]] | None = None
+    history: list[dict[str, Any]] | None = None
 
 
 def _fit_normaliser(cfg: TrainConfig, family: TaskFamily, rng: np.random.Generator) -> Normaliser:
@@ -183,8 +183,10 @@ def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | Non
     for _ in bar:
         tr.optimiser.zero_grad()
         losses, metrics = [], []
+        env_seeds: list[int] = []
         for _ in range(tr.cfg.meta_batch):
             env_seed = int(tr.rng.integers(0, 2**31 - 1))
+            env_seeds.append(env_seed)
             chip_seed = int(tr.rng.integers(0, 2**31 - 1))
             loss, m = _task_step(tr, env_seed, chip_seed)
             (loss / tr.cfg.meta_batch).backward()
@@ -195,7 +197,12 @@ def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | Non
         )
         tr.optimiser.step()
         tr.iteration += 1
-        rec = {"iteration": tr.iteration, "loss": float(np.mean(losses)), "metric": float(np.mean(metrics))}
+        rec: dict[str, Any] = {
+            "iteration": tr.iteration,
+            "loss": float(np.mean(losses)),
+            "metric": float(np.mean(metrics)),
+            "env_seeds": env_seeds,  # so evaluation can revisit training environments
+        }
         assert tr.history is not None
         tr.history.append(rec)
         name = "acc" if tr.bundle.kind == "classification" else "mae"
@@ -290,6 +297,8 @@ def finalise(tr: Trainer, n_calibration: int = 600) -> ModelBundle:
     b.calibration = calibrate(b, x, seed=tr.cfg.seed)
     b.meta["train_config"] = tr.cfg.model_dump(mode="json")
     b.meta["iterations"] = tr.iteration
+    seen = [int(s) for rec in (tr.history or []) for s in rec.get("env_seeds", [])]
+    b.meta["train_env_seeds"] = seen[-64:]  # the latest training environments
     b.meta_tensors = {k: v.detach() for k, v in b.meta_tensors.items()}
     return b
 

@@ -1,0 +1,428 @@
+"""Few-shot evaluation of a prior against its peers, as JSON-able tables.
+
+:func:`evaluate` scores K-shot adaptation on held-out environments of a task family
+(environment seeds ``>= HELDOUT_SEED_BASE``, a range meta-training never draws from)
+for the meta prior, the same network trained jointly on pooled training environments
+then fine-tuned on the same shots with plain SGD, a randomly initialised network whose
+readout is trained on the shots ("scratch"), and no adaptation. Each row gives the mean
+and a 95% t-interval over tasks, plus adaptation time, weight writes and learning energy.
+
+:func:`evaluate_gas_drift` runs the gas-drift protocol: a prior trained on batch 1
+only, K labelled samples per class drawn from each later batch, accuracy on the rest of
+that batch, next to no adaptation, label-free re-normalisation, both, and a plain dense
+network fine-tuned on the same shots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from regulator.chip.network import ChipInstance, SpikingNetwork
+from regulator.errors import ConfigError, NotEnoughSamplesError
+from regulator.meta.adapt import AdaptationReport, adapt, metric, task_loss
+from regulator.meta.labelfree import recalibrate_label_free
+from regulator.meta.model import ModelBundle
+from regulator.tasks.base import TaskFamily, make_family
+from regulator.tasks.formats import load_gas_drift
+from regulator.tasks.normalisation import Normaliser
+
+log = logging.getLogger(__name__)
+
+HELDOUT_SEED_BASE = 2**31
+"""Held-out environment seeds start here; meta-training draws seeds below 2**31 - 1."""
+
+SGD_LRS = (0.3, 1.0, 3.0)
+"""Plain-SGD readout rates tried for the baselines (chosen on training environments)."""
+
+__all__ = [
+    "HELDOUT_SEED_BASE",
+    "evaluate",
+    "evaluate_gas_drift",
+    "family_for",
+    "interval",
+    "sgd_bundle",
+    "train_dense",
+    "train_joint",
+]
+
+
+def interval(values: Sequence[float]) -> dict[str, float]:
+    """Mean and 95% t-interval of ``values``.
+
+    >>> r = interval([0.5, 0.7, 0.6])
+    >>> round(r["mean"], 3), r["n"], round(r["ci95_low"], 3)
+    (0.6, 3, 0.352)
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = int(v.size)
+    if n == 0:
+        raise ConfigError("no values to summarise")
+    mean = float(v.mean())
+    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "n": n}
+
+
+def family_for(bundle: ModelBundle, root: str | Path | None = None) -> TaskFamily:
+    """The task family a bundle was trained on; relative data paths are resolved against
+    ``root``, then the working directory, then the repository root."""
+    cfg = dict(bundle.task.get("config", {}))
+    if "path" in cfg and not Path(cfg["path"]).is_absolute():
+        here = Path(__file__).resolve().parents[2]
+        for base in (Path(root) if root else None, Path.cwd(), here):
+            if base is not None and (base / cfg["path"]).exists():
+                cfg["path"] = str(base / cfg["path"])
+                break
+    return make_family(str(bundle.task["family"]), **cfg)
+
+
+def sgd_bundle(bundle: ModelBundle, lr: float, steps: int) -> ModelBundle:
+    """A clone whose adaptation is plain SGD on the readout (the baselines' inner loop)."""
+    b = bundle.clone()
+    b.meta = {**b.meta, "algorithm": "fomaml", "scope": "readout", "inner_steps": steps, "inner_lr": lr}
+    b.meta_tensors = {"log_lr": torch.tensor(math.log(lr))}
+    return b
+
+
+def _query_metric(bundle: ModelBundle, chip: ChipInstance, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        inp = bundle.encode(x, chip.generator)
+        out = bundle.network(inp, chip, input_is_spikes=bundle.encoder.spiking)
+    return metric(bundle.kind, out.outputs, torch.as_tensor(y))
+
+
+def _check_k(family: TaskFamily, ks: Sequence[int]) -> None:
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ConfigError(f"ks must be positive integers, got {list(ks)}")
+    rows = getattr(family, "_rows_by_class", None)
+    if rows is not None:
+        avail = min(len(r) for r in rows)
+        if max(ks) > avail:
+            raise NotEnoughSamplesError(
+                f"K={max(ks)} shots per class asked, but the data of family {family.name!r} "
+                f"holds only {avail} samples of its rarest class"
+            )
+
+
+def train_joint(bundle: ModelBundle, family: TaskFamily, *, steps: int, batch: int, lr: float,
+                seed: int = 0, progress: Callable[[int], None] | None = None) -> ModelBundle:
+    """The same network trained with plain supervision on samples pooled from many
+    training environments (one environment and chip instance per sample group), for
+    ``steps`` Adam steps of ``batch`` samples: the joint-training peer.
+
+    Starts from the same initialisation as meta-training; keeps the prior's normaliser.
+    """
+    tc = bundle.meta.get("train_config", {})
+    b = bundle.clone()
+    b.network = SpikingNetwork(b.cfg, init_seed=int(tc.get("seed", seed)))
+    rng = np.random.default_rng([seed, 0x101])
+    opt = torch.optim.Adam(b.network.parameters(), lr=lr)
+    groups = 4
+    per = max(1, batch // groups)
+    for it in range(steps):
+        opt.zero_grad()
+        for _ in range(groups):
+            env = family.environment_from_seed(int(rng.integers(0, 2**31 - 1)))
+            chip = ChipInstance.create(b.profile, b.cfg, int(rng.integers(0, 2**31 - 1)))
+            x, y = family.sample(env, per, rng)
+            out = b.network(b.encode(x, chip.generator), chip, input_is_spikes=b.encoder.spiking)
+            (task_loss(b.kind, out.outputs, torch.as_tensor(y)) / groups).backward()
+        torch.nn.utils.clip_grad_norm_(list(b.network.parameters()), 5.0)
+        opt.step()
+        if progress is not None:
+            progress(it)
+    b.meta = {k: v for k, v in b.meta.items() if k != "train_env_seeds"}
+    b.meta["joint_training"] = {"steps": steps, "batch": batch, "lr": lr, "seed": seed}
+    return b
+
+
+def _tune_sgd(bundle: ModelBundle, family: TaskFamily, steps: int, k: int, seed: int,
+              n_tasks: int = 4) -> float:
+    """The plain-SGD readout rate that does best on training-distribution tasks."""
+    rng = np.random.default_rng([seed, 0x7E5])
+    tasks = []
+    for _ in range(n_tasks):
+        env = family.environment_from_seed(int(rng.integers(0, 2**31 - 1)))
+        tasks.append((family.episode(env, k, 40, rng), int(rng.integers(0, 2**31 - 1))))
+    best, best_lr = -math.inf, SGD_LRS[0]
+    for lr in SGD_LRS:
+        cand = sgd_bundle(bundle, lr, steps)
+        scores = []
+        for ep, cs in tasks:
+            chip = ChipInstance.create(bundle.profile, bundle.cfg, cs)
+            new, _ = adapt(cand, ep.support_x, ep.support_y, chip)
+            m = _query_metric(new, chip, ep.query_x, ep.query_y)
+            scores.append(m if bundle.kind == "classification" else -m)
+        if float(np.mean(scores)) > best:
+            best, best_lr = float(np.mean(scores)), lr
+    return best_lr
+
+
+def _summarise(per_task: dict[str, list[float]], reports: dict[str, list[AdaptationReport]],
+               energy_per_inference_j: float) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for name, vals in per_task.items():
+        row: dict[str, Any] = {"metric": interval(vals)}
+        reps = reports.get(name, [])
+        if reps:
+            le = float(np.mean([r.learning_energy_j for r in reps]))
+            row.update(
+                seconds=interval([r.seconds for r in reps]),
+                weight_writes=float(np.mean([r.weight_writes for r in reps])),
+                learning_energy_j=le,
+                learning_energy_inferences=le / energy_per_inference_j
+                if energy_per_inference_j > 0 else None,
+            )
+        rows[name] = row
+    return rows
+
+
+def evaluate(
+    bundle: ModelBundle,
+    family: TaskFamily | None = None,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    n_tasks: int = 100,
+    n_query: int = 60,
+    seed: int = 0,
+    joint: ModelBundle | None = None,
+    plasticity: ModelBundle | None = None,
+    baseline_steps: int = 25,
+    train_envs: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """K-shot table of ``bundle`` and its peers on held-out environments (JSON-able).
+
+    ``joint`` is the jointly trained peer (:func:`train_joint`); without it that row is
+    left out. ``plasticity`` is a prior with the three-factor rule, scored on the same
+    tasks. The baselines' plain-SGD rate is chosen on training-distribution tasks and
+    they run ``baseline_steps`` steps. With ``train_envs`` the meta prior is also scored
+    at each K on the training environments it saw (``bundle.meta["train_env_seeds"]``).
+    Same arguments, same table (every draw is seeded by ``seed``).
+    """
+    fam = family if family is not None else family_for(bundle)
+    _check_k(fam, ks)
+    if n_tasks < 2:
+        raise ConfigError(f"n_tasks must be >= 2 for an interval, got {n_tasks}")
+    if bundle.meta.get("algorithm") is not None:
+        from regulator.meta.algorithms import make_algorithm
+
+        make_algorithm(str(bundle.meta["algorithm"]))
+    t_start = time.perf_counter()
+    k_tune = int(ks[len(ks) // 2])
+    peers: dict[str, ModelBundle] = {"meta": bundle}
+    tuned: dict[str, float] = {}
+    if plasticity is not None:
+        peers["plasticity"] = plasticity
+    if joint is not None:
+        tuned["joint_finetune"] = _tune_sgd(joint, fam, baseline_steps, k_tune, seed)
+        peers["joint_finetune"] = sgd_bundle(joint, tuned["joint_finetune"], baseline_steps)
+    scratch = bundle.clone()
+    scratch.network = SpikingNetwork(bundle.cfg, init_seed=seed + 12345)
+    tuned["scratch"] = _tune_sgd(scratch, fam, baseline_steps, k_tune, seed)
+    peers["scratch"] = sgd_bundle(scratch, tuned["scratch"], baseline_steps)
+    e_inf = float(bundle.calibration.get("energy_per_inference_j", 0.0))
+    table: dict[str, Any] = {}
+    train_seeds = [int(s) for s in bundle.meta.get("train_env_seeds", [])]
+    for k in ks:
+        rng = np.random.default_rng([seed, int(k), 0xE7A1])
+        per: dict[str, list[float]] = {n: [] for n in [*peers, "no_adaptation"]}
+        reps: dict[str, list[AdaptationReport]] = {n: [] for n in peers}
+        if train_envs and train_seeds:
+            per["meta_train_envs"] = []
+        for t in range(n_tasks):
+            env = fam.environment_from_seed(HELDOUT_SEED_BASE + int(rng.integers(0, 2**30)))
+            ep = fam.episode(env, int(k), n_query, rng)
+            chip_seed = int(rng.integers(0, 2**31 - 1))
+            for name, peer in peers.items():
+                chip = ChipInstance.create(peer.profile, peer.cfg, chip_seed)
+                new, rep = adapt(peer, ep.support_x, ep.support_y, chip)
+                per[name].append(_query_metric(new, chip, ep.query_x, ep.query_y))
+                reps[name].append(rep)
+            chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
+            per["no_adaptation"].append(_query_metric(bundle, chip, ep.query_x, ep.query_y))
+            if "meta_train_envs" in per:
+                tenv = fam.environment_from_seed(train_seeds[t % len(train_seeds)])
+                tep = fam.episode(tenv, int(k), n_query, rng)
+                chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
+                new, _ = adapt(bundle, tep.support_x, tep.support_y, chip)
+                per["meta_train_envs"].append(_query_metric(new, chip, tep.query_x, tep.query_y))
+            if progress and (t + 1) % 25 == 0:
+                log.info("K=%d: %d/%d tasks", k, t + 1, n_tasks)
+        table[str(k)] = _summarise(per, reps, e_inf)
+    return {
+        "family": fam.name,
+        "kind": bundle.kind,
+        "metric": "accuracy" if bundle.kind == "classification" else "mean absolute error",
+        "profile": bundle.profile.name,
+        "algorithm": bundle.meta.get("algorithm"),
+        "ks": [int(k) for k in ks],
+        "n_tasks": n_tasks,
+        "n_query": n_query,
+        "seed": seed,
+        "heldout_seed_base": HELDOUT_SEED_BASE,
+        "baseline_steps": baseline_steps,
+        "baseline_sgd_lr": tuned,
+        "energy_per_inference_j": e_inf,
+        "table": table,
+        "seconds": time.perf_counter() - t_start,
+    }
+
+
+# -- gas drift ---------------------------------------------------------------------------
+
+
+class _Dense(nn.Module):
+    """A plain (non-spiking) MLP on the same normalised features."""
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_hidden), nn.ReLU(),
+                                 nn.Linear(n_hidden, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
+         batch: int, seed: int) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(batch):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+
+
+def train_dense(x: np.ndarray, y: np.ndarray, normaliser: Normaliser, *, n_hidden: int = 64,
+                epochs: int = 200, seed: int = 0) -> nn.Module:
+    """The dense peer: an MLP trained on ``x`` scaled by ``normaliser`` (batch 1)."""
+    torch.manual_seed(seed)
+    model = _Dense(int(np.prod(x.shape[1:])), n_hidden, int(y.max()) + 1)
+    xt = torch.from_numpy(np.clip(normaliser.transform(x), -10, 10))
+    _fit(model, xt, torch.as_tensor(y), epochs, 3e-3, 64, seed)
+    return model
+
+
+def _dense_finetune_acc(model: nn.Module, norm: Normaliser, sx: np.ndarray, sy: np.ndarray,
+                        qx: np.ndarray, qy: np.ndarray, steps: int, seed: int) -> float:
+    import copy
+
+    m = copy.deepcopy(model)
+    xs = torch.from_numpy(np.clip(norm.transform(sx), -10, 10))
+    _fit(m, xs, torch.as_tensor(sy), steps, 1e-3, len(xs), seed)
+    with torch.no_grad():
+        out = m(torch.from_numpy(np.clip(norm.transform(qx), -10, 10)))
+    return float((out.argmax(1).numpy() == qy).mean())
+
+
+def _draw(y: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    sup = np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
+                          for c in np.unique(y)])
+    rest = np.setdiff1d(np.arange(len(y)), sup)
+    return sup, rest
+
+
+def evaluate_gas_drift(
+    bundle: ModelBundle,
+    data_dir: str | Path,
+    *,
+    k_per_class: int = 5,
+    draws: int = 20,
+    seed: int = 0,
+    batches: Sequence[int] = (2, 3, 4, 5),
+    dense_finetune_steps: int = 30,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The gas-drift protocol (trained on batch 1 only; see the module docstring).
+
+    For each batch: ``draws`` random draws of ``k_per_class`` labelled samples of every
+    gas present in the batch; accuracy on the batch's other samples. Label-free
+    re-normalisation sees the whole batch without labels. Rows: ``no_adaptation``,
+    ``labelfree``, ``fewshot`` (the prior's inner loop), ``labelfree_fewshot``,
+    ``dense_finetune`` (MLP trained on batch 1, every weight fine-tuned on the shots with
+    Adam for ``dense_finetune_steps`` steps) and ``dense_labelfree_finetune`` (the same
+    after re-fitting its input scaling on the batch). Mean and 95% interval per batch.
+    """
+    data = Path(data_dir)
+    if k_per_class < 1 or draws < 2:
+        raise ConfigError("k_per_class must be >= 1 and draws >= 2")
+    paths = {b: data / f"batch{b}.dat" for b in (1, *batches)}
+    for b, p in paths.items():
+        if not p.is_file():
+            raise ConfigError(f"gas-drift batch {b} not found: {p}")
+    loaded = {b: load_gas_drift(p)[:2] for b, p in paths.items()}
+    for b in batches:
+        counts = np.bincount(loaded[b][1])
+        short = [(c, int(n)) for c, n in enumerate(counts) if 0 < n < k_per_class]
+        if short:
+            raise NotEnoughSamplesError(
+                f"batch {b}: {k_per_class} labelled samples per class asked, but "
+                + ", ".join(f"gas {c + 1} has {n}" for c, n in short)
+            )
+    t_start = time.perf_counter()
+    x1, y1 = loaded[1]
+    dense_norm = Normaliser(bundle.normaliser.method, bundle.normaliser.signed_log).fit(x1)
+    dense = train_dense(x1, y1, dense_norm, seed=seed)
+    e_inf = float(bundle.calibration.get("energy_per_inference_j", 0.0))
+    rows: dict[str, Any] = {}
+    means: dict[str, list[float]] = {}
+    for b in batches:
+        x, y = loaded[b]
+        chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
+        lf, lf_rep = recalibrate_label_free(bundle, x, chip)
+        dn_lf = Normaliser(dense_norm.method, dense_norm.signed_log).fit(x)
+        rng = np.random.default_rng([seed, b, 0x6A5])
+        per: dict[str, list[float]] = {n: [] for n in (
+            "no_adaptation", "labelfree", "fewshot", "labelfree_fewshot",
+            "dense_finetune", "dense_labelfree_finetune")}
+        reps: dict[str, list[AdaptationReport]] = {"fewshot": [], "labelfree_fewshot": []}
+        for d in range(draws):
+            sup, rest = _draw(y, k_per_class, rng)
+            sx, sy, qx, qy = x[sup], y[sup], x[rest], y[rest]
+            chip_seed = int(rng.integers(0, 2**31 - 1))
+            for name, base in (("no_adaptation", bundle), ("labelfree", lf)):
+                chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
+                per[name].append(_query_metric(base, chip, qx, qy))
+            for name, base in (("fewshot", bundle), ("labelfree_fewshot", lf)):
+                chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
+                new, rep = adapt(base, sx, sy, chip)
+                per[name].append(_query_metric(new, chip, qx, qy))
+                reps[name].append(rep)
+            per["dense_finetune"].append(
+                _dense_finetune_acc(dense, dense_norm, sx, sy, qx, qy, dense_finetune_steps, d))
+            per["dense_labelfree_finetune"].append(
+                _dense_finetune_acc(dense, dn_lf, sx, sy, qx, qy, dense_finetune_steps, d))
+        row = _summarise(per, reps, e_inf)
+        row["labelfree"]["report"] = lf_rep.to_dict()
+        row["n_samples"] = len(y)
+        row["classes_present"] = [int(c) + 1 for c in np.unique(y)]
+        rows[str(b)] = row
+        for name, vals in per.items():
+            means.setdefault(name, []).append(float(np.mean(vals)))
+        if progress:
+            log.info("batch %d done", b)
+    return {
+        "protocol": "train on batch 1 only; K labelled samples per gas from each later batch",
+        "k_per_class": k_per_class,
+        "draws": draws,
+        "seed": seed,
+        "profile": bundle.profile.name,
+        "batches": [int(b) for b in batches],
+        "energy_per_inference_j": e_inf,
+        "dense": {"hidden": 64, "epochs": 200, "finetune_steps": dense_finetune_steps,
+                  "finetune": "Adam lr 1e-3, every weight"},
+        "table": rows,
+        "mean_over_batches": {n: float(np.mean(v)) for n, v in means.items()},
+        "seconds": time.perf_counter() - t_start,
+    }

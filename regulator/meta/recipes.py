@@ -1,0 +1,183 @@
+"""Named training recipes for the shipped priors, each rebuilt by one command.
+
+``regulator train --recipe NAME --out DIR`` calls :func:`run_recipe`, which meta-trains
+the prior, trains the joint-training peer with the same budget, evaluates both (and,
+for ``nanosensor``, a three-factor plasticity prior started from the same body), writes
+the model folder with its card, and the results under ``bench/results/``.
+
+- ``nanosensor``: the daemon's embedded default (``models/nanosensor``).
+- ``gas-drift``: family ``file`` on ``data/gas-drift/batch1.dat`` (batch 1 only; the
+  path is relative to the repository root). The file family's drift magnitudes are set
+  a priori, not fitted: fitting needs two or more sessions and only batch 1 may be used
+  (batch 1's rows are ordered by gas, not time, so it cannot be split into sessions).
+  Group size 8 = the 8 features of one physical sensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from regulator import atomic
+from regulator.errors import UnknownNameError
+from regulator.meta.card import gas_markdown, kshot_markdown, render_card
+from regulator.meta.evaluate import evaluate, evaluate_gas_drift, family_for, train_joint
+from regulator.meta.model import ModelBundle
+from regulator.meta.train import TrainConfig, build_trainer, finalise, train_prior, train_steps
+from regulator.modelfolder import sha256_file
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+GAS_DATA = "data/gas-drift/batch1.dat"
+SHARED_GAS = REPO.parent / "shared" / "data" / "gas-drift"
+
+RECIPES: dict[str, TrainConfig] = {
+    "nanosensor": TrainConfig(
+        family="nanosensor",
+        profile="loihi",
+        algorithm="metasgd",
+        hidden=(64,),
+        n_steps=16,
+        iterations=250,
+        meta_batch=4,
+        k_shot=5,
+        n_query=30,
+        inner_steps=5,
+        inner_lr=0.5,
+        outer_lr=3e-3,
+        seed=0,
+    ),
+    "gas-drift": TrainConfig(
+        family="file",
+        family_config={
+            "path": GAS_DATA,
+            "format": "gas-drift",
+            "gain_step": 0.15,
+            "class_gain_step": 0.1,
+            "offset_step": 0.1,
+            "group_size": 8,
+            "max_steps": 10,
+            "dropout_probability": 0.01,
+            "noise_std": 0.05,
+        },
+        profile="loihi",
+        algorithm="metasgd",
+        hidden=(64,),
+        n_steps=16,
+        normalisation="robust",
+        signed_log=True,
+        iterations=250,
+        meta_batch=4,
+        k_shot=5,
+        n_query=30,
+        inner_steps=5,
+        inner_lr=0.5,
+        outer_lr=3e-3,
+        seed=0,
+    ),
+}
+"""Recipe name to meta-training configuration."""
+
+PLASTICITY_ITERATIONS = {"nanosensor": 60}
+EVAL_TASKS = 40
+
+
+def _train_plasticity(cfg: TrainConfig, body: ModelBundle, iterations: int,
+                      progress: bool) -> ModelBundle:
+    """A three-factor-rule prior: the meta prior's body, rule coefficients meta-learned."""
+    pcfg = cfg.model_copy(update={"algorithm": "plasticity", "iterations": iterations})
+    tr = build_trainer(pcfg)
+    tr.bundle.network.load_state_dict(body.network.state_dict())
+    tr.bundle.normaliser = body.normaliser
+    train_steps(tr, iterations, progress=progress)
+    return finalise(tr)
+
+
+def run_recipe(
+    name: str,
+    out_dir: str | Path,
+    *,
+    results_dir: str | Path | None = None,
+    progress: bool = True,
+    eval_tasks: int = EVAL_TASKS,
+) -> tuple[ModelBundle, dict[str, Any]]:
+    """Train, evaluate and write the prior ``name`` to ``out_dir`` (a model folder).
+
+    Results go to ``results_dir`` (default ``bench/results`` of the repository) as
+    ``meta_<name>.json`` and ``.md``. Resumes from the checkpoint beside ``out_dir``.
+    """
+    if name not in RECIPES:
+        raise UnknownNameError("training recipe", name, RECIPES)
+    cfg = RECIPES[name]
+    out = Path(out_dir).resolve()
+    res_dir = Path(results_dir) if results_dir is not None else REPO / "bench" / "results"
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    results: dict[str, Any] = {"recipe": name, "config": cfg.model_dump(mode="json")}
+    with contextlib.chdir(REPO):  # relative data paths are relative to the repository
+        bundle, tr = train_prior(cfg, out, progress=progress)
+        fam = family_for(bundle, REPO)
+        if cfg.family == "file":
+            bundle.meta["data"] = {"path": GAS_DATA, "sha256": sha256_file(REPO / GAS_DATA)}
+        results["train_history_tail"] = [
+            {k: v for k, v in h.items() if k != "env_seeds"} for h in (tr.history or [])[-5:]
+        ]
+        batch = cfg.meta_batch * (cfg.k_shot * fam.n_outputs + cfg.n_query)
+        joint = train_joint(bundle, fam, steps=cfg.iterations, batch=batch, lr=cfg.outer_lr,
+                            seed=cfg.seed)
+        plast = None
+        if name in PLASTICITY_ITERATIONS:
+            plast = _train_plasticity(cfg, bundle, PLASTICITY_ITERATIONS[name], progress)
+            results["plasticity_coefficients"] = {
+                k: v.tolist() for k, v in plast.meta_tensors.items()
+            }
+        kshot = evaluate(bundle, fam, ks=(1, 5, 10), n_tasks=eval_tasks, seed=cfg.seed,
+                         joint=joint, plasticity=plast)
+        results["kshot"] = kshot
+        gas = None
+        if cfg.family == "file" and SHARED_GAS.is_dir():
+            gas = evaluate_gas_drift(bundle, SHARED_GAS, k_per_class=5, draws=20, seed=cfg.seed)
+            results["gas_drift"] = gas
+    command = f"regulator train --recipe {name} --out models/{name}"
+    bundle.card = render_card(
+        bundle, title=f"Prior `{name}`", command=command, kshot=kshot, gas=gas,
+        notes=results.get("notes", ""),
+    )
+    bundle.save(out)
+    ckpt = out.parent / f".{out.name}.checkpoint"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"meta_{name.replace('-', '_')}"
+    atomic.write_json(res_dir / f"{stem}.json", results)
+    md = [f"# Meta prior `{name}`: evaluation", "", f"Command: `{command}`", ""]
+    md += ["## K-shot, held-out environments", "", kshot_markdown(kshot), ""]
+    if gas is not None:
+        md += ["## Gas drift (trained on batch 1 only, 5 shots per gas)", "", gas_markdown(gas), ""]
+    atomic.write_text(res_dir / f"{stem}.md", "\n".join(md))
+    log.info("wrote %s and %s", out, res_dir / f"{stem}.json")
+    return bundle, results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m regulator.meta.recipes NAME OUT`` until the CLI wires ``train``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe", choices=sorted(RECIPES))
+    ap.add_argument("out")
+    ap.add_argument("--eval-tasks", type=int, default=EVAL_TASKS)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    _, res = run_recipe(a.recipe, a.out, eval_tasks=a.eval_tasks)
+    print(json.dumps({k: v for k, v in res.items() if k in ("recipe",)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

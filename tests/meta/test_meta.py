@@ -1,0 +1,209 @@
+"""Meta-learning on tiny configurations (seconds each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from regulator.chip.network import ChipInstance
+from regulator.chip.quant import weight_levels
+from regulator.errors import (
+    ChecksumError,
+    NotEnoughSamplesError,
+    UnknownNameError,
+)
+from regulator.meta.adapt import adapt
+from regulator.meta.evaluate import evaluate, evaluate_gas_drift
+from regulator.meta.labelfree import recalibrate_label_free
+from regulator.meta.model import ModelBundle
+from regulator.meta.plasticity import pre_trace, three_factor_update
+from regulator.meta.recipes import run_recipe
+from regulator.meta.train import (
+    TrainConfig,
+    build_trainer,
+    finalise,
+    load_checkpoint,
+    save_checkpoint,
+    train_steps,
+)
+from regulator.tasks.formats import save_npz
+
+TINY = dict(hidden=(16,), n_steps=8, meta_batch=2, k_shot=2, n_query=10, inner_steps=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle() -> ModelBundle:
+    cfg = TrainConfig(iterations=3, **TINY)
+    tr = build_trainer(cfg)
+    train_steps(tr, 3, progress=False)
+    return finalise(tr, n_calibration=40)
+
+
+def _episode(bundle: ModelBundle, k: int = 2, seed: int = 0):
+    from regulator.meta.evaluate import family_for
+
+    fam = family_for(bundle)
+    rng = np.random.default_rng(seed)
+    return fam.episode(fam.environment_from_seed(7), k, 10, rng)
+
+
+def test_meta_training_lowers_meta_loss() -> None:
+    cfg = TrainConfig(iterations=40, outer_lr=1e-2, **{**TINY, "meta_batch": 4})
+    tr = build_trainer(cfg)
+    train_steps(tr, 40, progress=False)
+    assert tr.history is not None
+    first = np.mean([h["loss"] for h in tr.history[:8]])
+    last = np.mean([h["loss"] for h in tr.history[-8:]])
+    assert last < first
+
+
+def test_inner_loop_never_changes_the_original(tiny_bundle: ModelBundle) -> None:
+    before = {k: v.clone() for k, v in tiny_bundle.network.state_dict().items()}
+    norm = tiny_bundle.normaliser.to_dict()
+    ep = _episode(tiny_bundle)
+    chip = ChipInstance.create(tiny_bundle.profile, tiny_bundle.cfg, 0)
+    new, rep = adapt(tiny_bundle, ep.support_x, ep.support_y, chip)
+    recal, _ = recalibrate_label_free(tiny_bundle, ep.query_x * 2.0 + 1.0, chip)
+    for k, v in tiny_bundle.network.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert tiny_bundle.normaliser.to_dict() == norm
+    assert rep.weight_writes > 0
+    assert not torch.equal(new.network.readout.weight, tiny_bundle.network.readout.weight)
+    assert recal.normaliser.to_dict() != norm
+
+
+def test_quantised_inner_loop_stays_on_grid(tiny_bundle: ModelBundle) -> None:
+    assert tiny_bundle.profile.weight_bits == 8
+    ep = _episode(tiny_bundle)
+    chip = ChipInstance.create(tiny_bundle.profile, tiny_bundle.cfg, 1)
+    old = tiny_bundle.network.readout.weight.detach()
+    new, _ = adapt(tiny_bundle, ep.support_x, ep.support_y, chip, steps=4)
+    step = old.abs().max() / weight_levels(8)
+    levels = new.network.readout.weight.detach() / step
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    assert levels.abs().max() <= weight_levels(8) + 1e-4
+
+
+def test_plasticity_reads_only_local_signals() -> None:
+    gen = torch.Generator().manual_seed(0)
+    spikes = (torch.rand(8, 3, 5, generator=gen) < 0.3).float()  # [T, B, H]
+    post = torch.rand(3, 4, generator=gen)
+    mod = torch.randn(3, 4, generator=gen)
+    coefs = {"log_lr": torch.tensor(-1.0), "coef_mod": torch.tensor(0.7),
+             "coef_hebb": torch.tensor(0.3), "coef_bias": torch.tensor(1.0)}
+    pre = pre_trace(spikes, torch.tensor(0.8))
+    dw, _ = three_factor_update(pre, post, mod, coefs)
+    i, j = 1, 2
+    # Perturb every non-local input of synapse (i, j): other pre-synaptic neurons'
+    # spikes, other output neurons' activity and modulators.
+    spikes2 = spikes.clone()
+    spikes2[:, :, [h for h in range(5) if h != j]] = 1.0 - spikes2[:, :, [h for h in range(5) if h != j]]
+    post2, mod2 = post.clone(), mod.clone()
+    others = [k for k in range(4) if k != i]
+    post2[:, others] = torch.rand(3, 3, generator=gen)
+    mod2[:, others] = torch.randn(3, 3, generator=gen)
+    dw2, _ = three_factor_update(pre_trace(spikes2, torch.tensor(0.8)), post2, mod2, coefs)
+    assert torch.equal(dw[i, j], dw2[i, j])
+    # The global modulator does matter.
+    mod3 = mod.clone()
+    mod3[:, i] += 1.0
+    dw3, _ = three_factor_update(pre, post, mod3, coefs)
+    assert not torch.equal(dw[i, j], dw3[i, j])
+
+
+def test_evaluation_is_reproducible(tiny_bundle: ModelBundle) -> None:
+    kw = dict(ks=(1,), n_tasks=2, n_query=10, seed=3, baseline_steps=2)
+    a = evaluate(tiny_bundle, **kw)
+    b = evaluate(tiny_bundle, **kw)
+    drop = ("seconds",)
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in drop}
+        return o
+
+    assert json.dumps(strip(a), sort_keys=True) == json.dumps(strip(b), sort_keys=True)
+    assert set(a["table"]["1"]) >= {"meta", "scratch", "no_adaptation"}
+
+
+def test_k_larger_than_available_samples(tmp_path: Path, tiny_bundle: ModelBundle) -> None:
+    from regulator.tasks.file_family import FileFamily
+
+    p = tmp_path / "rec.npz"
+    rng = np.random.default_rng(0)
+    save_npz(p, rng.normal(size=(6, 8, 32)), np.array([0, 1, 2, 3, 4, 0]))
+    with pytest.raises(NotEnoughSamplesError, match="K=5"):
+        evaluate(tiny_bundle, FileFamily(str(p)), ks=(5,), n_tasks=2)
+
+
+def test_gas_drift_k_too_large(tmp_path: Path, tiny_bundle: ModelBundle) -> None:
+    lines = "\n".join(f"{1 + i % 2};10.0 1:{i}.0 2:1.0" for i in range(6))
+    for b in (1, 2):
+        (tmp_path / f"batch{b}.dat").write_text(lines + "\n")
+    with pytest.raises(NotEnoughSamplesError, match="gas 1 has 3"):
+        evaluate_gas_drift(tiny_bundle, tmp_path, k_per_class=5, batches=(2,))
+
+
+def test_unknown_algorithm_and_recipe(tiny_bundle: ModelBundle) -> None:
+    with pytest.raises(UnknownNameError, match="valid: fomaml"):
+        build_trainer(TrainConfig(algorithm="sgd", **TINY))
+    bad = tiny_bundle.clone()
+    bad.meta["algorithm"] = "hebb"
+    with pytest.raises(UnknownNameError, match="hebb"):
+        evaluate(bad, ks=(1,), n_tasks=2)
+    with pytest.raises(UnknownNameError, match="recipe"):
+        run_recipe("nope", "/nonexistent")
+
+
+def test_model_folder_round_trip_and_checksum(tmp_path: Path, tiny_bundle: ModelBundle) -> None:
+    folder = tiny_bundle.save(tmp_path / "m")
+    loaded = ModelBundle.load(folder)
+    for k, v in tiny_bundle.network.state_dict().items():
+        assert torch.equal(v, loaded.network.state_dict()[k])
+    assert loaded.calibration == tiny_bundle.calibration
+    assert loaded.meta == json.loads(json.dumps(tiny_bundle.meta))
+    x = _episode(tiny_bundle).query_x
+    p1 = ChipInstance.create(tiny_bundle.profile, tiny_bundle.cfg, 0)
+    p2 = ChipInstance.create(loaded.profile, loaded.cfg, 0)
+    from regulator.meta.model import ChipModel
+
+    assert np.array_equal(ChipModel(tiny_bundle, chip=p1).predict(x).outputs,
+                          ChipModel(loaded, chip=p2).predict(x).outputs)
+    raw = bytearray((folder / "weights.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (folder / "weights.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ChecksumError, match="weights.safetensors"):
+        ModelBundle.load(folder)
+
+
+def test_resume_continues_identically(tmp_path: Path) -> None:
+    cfg = TrainConfig(iterations=4, **TINY)
+    a = build_trainer(cfg)
+    train_steps(a, 4, progress=False)
+    b = build_trainer(cfg)
+    train_steps(b, 2, progress=False)
+    save_checkpoint(b, tmp_path)
+    c = load_checkpoint(tmp_path)
+    train_steps(c, 2, progress=False)
+    assert a.history is not None and c.history is not None
+    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in c.history], rel=1e-5)
+    for k, v in a.bundle.network.state_dict().items():
+        assert torch.allclose(v, c.bundle.network.state_dict()[k], atol=1e-6)
+
+
+def test_label_free_restores_density(tiny_bundle: ModelBundle) -> None:
+    ep = _episode(tiny_bundle, k=8)
+    x = np.concatenate([ep.support_x, ep.query_x])
+    chip = ChipInstance.create(tiny_bundle.profile, tiny_bundle.cfg, 0)
+    # Exaggerate the baseline so homeostasis must move the bias.
+    b = tiny_bundle.clone()
+    b.calibration["spike_density"] = [2.0 * v for v in b.calibration["spike_density"]]
+    new, rep = recalibrate_label_free(b, x, chip)
+    tgt = rep.density_target[0]
+    assert abs(rep.density_after[0] - tgt) < abs(rep.density_before[0] - tgt)
+    assert rep.bias_shift[0] > 0 and rep.weight_writes == b.cfg.hidden[0]
+    assert rep.learning_energy_j > 0
