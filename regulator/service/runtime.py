@@ -122,6 +122,8 @@ class Runtime:
         self.metrics.init_recalibration_series(TRIGGERS)
         self.engine = RuleEngine(policy)
         self._lock = threading.RLock()
+        self._energy_lock = threading.Lock()
+        self._energy_t = -math.inf
         self._recent: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
         self._recent_unlabelled: deque[np.ndarray] = deque(maxlen=512)
         self._recal_times: deque[float] = deque()
@@ -252,7 +254,7 @@ class Runtime:
         m.synaptic_ops.inc(tel.synaptic_ops)
         m.energy.labels(phase="inference").inc(pred.energy_j)
         m.dense_ann_energy.inc(pred.dense_ann_j)
-        self.energy.update(pred.energy_j, 0.0, t_now)
+        self._report_energy(pred.energy_j, 0.0, t_now, 1)
         self.density.update(tel)
         serving.ood.update(pred.hidden_counts, pred.outputs)
         p_vals = serving.ood.p_values
@@ -268,7 +270,10 @@ class Runtime:
                 self.detections.append(det)
                 self.state.events.append("detection", **det, statistic=serving.ood.statistic)
         self._alarm_on = alarm
-        m.drift_detected.set(1.0 if alarm else 0.0)
+        # Latched for the whole episode (first alarm until the next swap): the detector's
+        # own flag is per-sample (CUSUM restarts after each alarm) and would flicker
+        # between scrapes, so `regulator_drift_detected == 1` could never hold `for:`.
+        m.drift_detected.set(1.0 if self._drift_since is not None else 0.0)
         label = pred.labels[0]
         y_pred = int(label) if serving.bundle.kind == "classification" else float(label)
         self.accuracy.record([sample_id], np.asarray([y_pred]))
@@ -663,6 +668,15 @@ class Runtime:
                 )
         return out
 
+    def _report_energy(self, inference_j: float, learning_j: float, t: float, n: int) -> None:
+        """Energy monitor update from either thread. A recalibration reports its learning
+        energy at its start time, after the main loop has moved on: clamp to the latest
+        time reported so the monitor never sees time go backwards (it would raise)."""
+        with self._energy_lock:
+            t = max(t, self._energy_t)
+            self._energy_t = t
+            self.energy.update(inference_j, learning_j, t, n_inferences=n)
+
     def _finish(self, res: RecalibrationResult, wall0: float) -> RecalibrationResult:
         res.seconds = time.perf_counter() - wall0
         self.results.append(res)
@@ -670,7 +684,7 @@ class Runtime:
         learning_j = float(res.cost.get("learning_energy_j", 0.0))
         if learning_j > 0:
             self.metrics.energy.labels(phase="learning").inc(learning_j)
-            self.energy.update(0.0, learning_j, res.t_s, n_inferences=0)
+            self._report_energy(0.0, learning_j, res.t_s, 0)
         self.state.events.append("recalibration", **res.to_dict())
         log.info("recalibration %s: %s (%s)", res.outcome, res.reason, res.trigger)
         self.save_monitors()
