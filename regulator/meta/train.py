@@ -190,7 +190,7 @@ def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | Non
             chip_seed = int(tr.rng.integers(0, 2**31 - 1))
             loss, m = _task_step(tr, env_seed, chip_seed)
             (loss / tr.cfg.meta_batch).backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             metrics.append(m)
         torch.nn.utils.clip_grad_norm_(
             [p for g in tr.optimiser.param_groups for p in g["params"]], 5.0

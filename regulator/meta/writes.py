@@ -38,9 +38,9 @@ def commit_update(
 
     >>> from regulator.chip.profiles import ChipProfile
     >>> p = ChipProfile(name="d", weight_bits=3)  # levels -3..3
-    >>> r = commit_update(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 9.0]), p)
+    >>> r = commit_update(torch.tensor([[0.0, 3.0]]), torch.tensor([[1.0, 9.0]]), p)
     >>> r.weight.tolist(), r.writes
-    ([1.0, 3.0], 1)
+    ([[1.0, 3.0]], 1)
     """
     old = old.detach()
     new = new.detach()

@@ -199,9 +199,11 @@ def test_label_free_restores_density(tiny_bundle: ModelBundle) -> None:
     ep = _episode(tiny_bundle, k=8)
     x = np.concatenate([ep.support_x, ep.query_x])
     chip = ChipInstance.create(tiny_bundle.profile, tiny_bundle.cfg, 0)
-    # Exaggerate the baseline so homeostasis must move the bias.
+    _, probe = recalibrate_label_free(tiny_bundle, x, chip, homeostasis=False)
+    # A baseline well above the present density, so homeostasis must raise the bias.
     b = tiny_bundle.clone()
-    b.calibration["spike_density"] = [2.0 * v for v in b.calibration["spike_density"]]
+    b.calibration["spike_density"] = [2.0 * v + 0.05 for v in probe.density_before]
+    chip = ChipInstance.create(tiny_bundle.profile, tiny_bundle.cfg, 0)
     new, rep = recalibrate_label_free(b, x, chip)
     tgt = rep.density_target[0]
     assert abs(rep.density_after[0] - tgt) < abs(rep.density_before[0] - tgt)
