@@ -153,6 +153,6 @@ def make_encoder(name: str, **config: float) -> Encoder:
     if name not in ENCODERS:
         raise UnknownNameError("encoder", name, ENCODERS)
     try:
-        return ENCODERS[name](**config)  # type: ignore[arg-type]
+        return ENCODERS[name](**config)
     except TypeError as err:
         raise ConfigError(f"bad configuration for encoder {name!r}: {err}") from None

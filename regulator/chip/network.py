@@ -205,12 +205,17 @@ class SpikingNetwork(nn.Module):
 
     def _weights(self) -> dict[str, torch.Tensor]:
         ws: dict[str, torch.Tensor] = {
-            f"layers.{i}.weight": lin.weight for i, lin in enumerate(self.layers)
+            f"layers.{i}.weight": self._linear(i).weight for i in range(len(self.layers))
         }
         for i, r in enumerate(self.recurrent):
             ws[f"recurrent.{i}"] = r
         ws["readout.weight"] = self.readout.weight
         return ws
+
+    def _linear(self, i: int) -> nn.Linear:
+        layer = self.layers[i]
+        assert isinstance(layer, nn.Linear)
+        return layer
 
     # -- forward -----------------------------------------------------------------------
 
@@ -253,9 +258,9 @@ class SpikingNetwork(nn.Module):
         counts: list[torch.Tensor] = []
         s = x
         spiking_in = input_is_spikes
-        for li, lin in enumerate(self.layers):
+        for li in range(len(self.layers)):
             w = weights[f"layers.{li}.weight"]
-            cur, ops, drop = _synaptic_input(s, w, lin.bias, spiking_in, p_fail, chip)
+            cur, ops, drop = _synaptic_input(s, w, self._linear(li).bias, spiking_in, p_fail, chip)
             syn_ops += ops
             dropped += drop
             with torch.no_grad():

@@ -255,3 +255,12 @@ def snntorch_compatible(graph: nir.NIRGraph) -> nir.NIRGraph:
         else:
             nodes[key] = node
     return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata))
+
+
+def export_model_folder(model_dir: str | Path, out_path: str | Path, seed: int = 0) -> Path:
+    """``regulator export-nir``: a model folder's network as its chip (seeded) applies it."""
+    from regulator.meta.model import ModelBundle
+
+    bundle = ModelBundle.load(model_dir)
+    chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
+    return export_nir(bundle.network, out_path, chip)

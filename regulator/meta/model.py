@@ -89,7 +89,7 @@ class ModelBundle:
         arr = np.asarray(x, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[:, :, None]
-        n_ch = int(self.task.get("n_channels", arr.shape[1] if arr.ndim == 3 else 0))
+        n_ch = int(self.task.get("n_channels") or (arr.shape[1] if arr.ndim == 3 else 0))
         if arr.ndim != 3 or arr.shape[1] != n_ch:
             raise InputError(f"expected samples [B, {n_ch}, L], got shape {list(arr.shape)}")
         if not np.isfinite(arr).all():

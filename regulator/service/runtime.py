@@ -266,7 +266,11 @@ class Runtime:
             if self._drift_since is None:
                 # First alarm of this episode (until the next swap): the shift's detection.
                 self._drift_since = t_now
-                det = {"t_s": t_now, "sample": self.n_samples, "version": serving.version}
+                det: dict[str, Any] = {
+                    "t_s": t_now,
+                    "sample": self.n_samples,
+                    "version": serving.version,
+                }
                 self.detections.append(det)
                 self.state.events.append("detection", **det, statistic=serving.ood.statistic)
         self._alarm_on = alarm
@@ -646,8 +650,7 @@ class Runtime:
                 f"label-free recalibration needs >= 20 recent samples, have {len(recent)}"
             )
         candidate, report = recalibrate_label_free(serving.bundle, recent, chip)
-        cost = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-        return candidate, cost
+        return candidate, report.to_dict()
 
     def _compare(
         self, current: ChipModel, candidate: ChipModel, holdout: list[Label]
