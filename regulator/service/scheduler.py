@@ -19,6 +19,9 @@ thread pool; a Ray executor would be another subclass registered in ``EXECUTORS`
 True
 >>> done.wait(5)
 True
+>>> import time
+>>> while s.pending("recalibrate:now"):  # the run's bookkeeping ends just after fn
+...     time.sleep(0.01)
 >>> s.shutdown(wait=True)
 """
 
