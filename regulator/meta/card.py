@@ -92,7 +92,8 @@ def gas_markdown(result: dict[str, Any]) -> str:
         lines.append("|---|" + "---|" * len(batches))
         lines.append("| adaptation s (label-free + few-shot) | "
                      + " | ".join(f"{r['seconds']['mean']:.3f}" for r in fs) + " |")
-        lines.append("| weight writes | " + " | ".join(f"{r['weight_writes']:.0f}" for r in fs) + " |")
+        lines.append("| weight writes | "
+                     + " | ".join(f"{r['weight_writes']:.0f}" for r in fs) + " |")
         lines.append("| learning energy, in inferences | " + " | ".join(
             f"{r['learning_energy_inferences']:.0f}" for r in fs) + " |")
     return "\n".join(lines)

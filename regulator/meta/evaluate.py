@@ -88,7 +88,8 @@ def family_for(bundle: ModelBundle, root: str | Path | None = None) -> TaskFamil
 def sgd_bundle(bundle: ModelBundle, lr: float, steps: int) -> ModelBundle:
     """A clone whose adaptation is plain SGD on the readout (the baselines' inner loop)."""
     b = bundle.clone()
-    b.meta = {**b.meta, "algorithm": "fomaml", "scope": "readout", "inner_steps": steps, "inner_lr": lr}
+    b.meta = {**b.meta, "algorithm": "fomaml", "scope": "readout", "inner_steps": steps,
+              "inner_lr": lr}
     b.meta_tensors = {"log_lr": torch.tensor(math.log(lr))}
     return b
 

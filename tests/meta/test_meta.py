@@ -101,7 +101,8 @@ def test_plasticity_reads_only_local_signals() -> None:
     # Perturb every non-local input of synapse (i, j): other pre-synaptic neurons'
     # spikes, other output neurons' activity and modulators.
     spikes2 = spikes.clone()
-    spikes2[:, :, [h for h in range(5) if h != j]] = 1.0 - spikes2[:, :, [h for h in range(5) if h != j]]
+    cols = [h for h in range(5) if h != j]
+    spikes2[:, :, cols] = 1.0 - spikes2[:, :, cols]
     post2, mod2 = post.clone(), mod.clone()
     others = [k for k in range(4) if k != i]
     post2[:, others] = torch.rand(3, 3, generator=gen)
@@ -149,7 +150,7 @@ def test_gas_drift_k_too_large(tmp_path: Path, tiny_bundle: ModelBundle) -> None
 
 
 def test_unknown_algorithm_and_recipe(tiny_bundle: ModelBundle) -> None:
-    with pytest.raises(UnknownNameError, match="valid: fomaml"):
+    with pytest.raises(UnknownNameError, match=r"valid: fomaml"):
         build_trainer(TrainConfig(algorithm="sgd", **TINY))
     bad = tiny_bundle.clone()
     bad.meta["algorithm"] = "hebb"
@@ -176,7 +177,7 @@ def test_model_folder_round_trip_and_checksum(tmp_path: Path, tiny_bundle: Model
     raw = bytearray((folder / "weights.safetensors").read_bytes())
     raw[-1] ^= 0xFF
     (folder / "weights.safetensors").write_bytes(bytes(raw))
-    with pytest.raises(ChecksumError, match="weights.safetensors"):
+    with pytest.raises(ChecksumError, match=r"weights\.safetensors"):
         ModelBundle.load(folder)
 
 
@@ -204,7 +205,7 @@ def test_label_free_restores_density(tiny_bundle: ModelBundle) -> None:
     b = tiny_bundle.clone()
     b.calibration["spike_density"] = [2.0 * v + 0.05 for v in probe.density_before]
     chip = ChipInstance.create(tiny_bundle.profile, tiny_bundle.cfg, 0)
-    new, rep = recalibrate_label_free(b, x, chip)
+    _, rep = recalibrate_label_free(b, x, chip)
     tgt = rep.density_target[0]
     assert abs(rep.density_after[0] - tgt) < abs(rep.density_before[0] - tgt)
     assert rep.bias_shift[0] > 0 and rep.weight_writes == b.cfg.hidden[0]
