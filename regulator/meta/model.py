@@ -122,6 +122,11 @@ class ModelBundle:
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
             (tmp / CARD_FILE).write_text(self.card, encoding="utf-8")
             write_manifest(tmp, {"kind": "regulator-model", "family": self.task.get("family")})
+            # mkdtemp makes 0700: a model folder is read by other users (a container's
+            # non-root user, systemd's DynamicUser), so make it world-readable.
+            tmp.chmod(0o755)
+            for f in tmp.iterdir():
+                f.chmod(0o644)
             if dst.exists():
                 old = dst.with_name(f".{dst.name}.old")
                 if old.exists():
