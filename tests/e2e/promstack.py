@@ -15,7 +15,8 @@ What is changed from the shipped files, and nothing else:
 
 - Prometheus: scrape and evaluation interval (``interval``); the ``regulator`` job's
   targets; the Alertmanager address; other scrape jobs dropped; the rule files copied,
-  with every alert's ``for:`` replaced by ``rule_for`` when given.
+  with every alert's ``for:`` replaced by ``rule_for`` when given, and named alerts'
+  by ``rule_for_alerts`` (``{alertname: duration}``).
 - Alertmanager: ``group_wait``, ``group_interval`` and ``repeat_interval`` of every
   route; the daemon's webhook URL and the token file; clustering off.
 
@@ -34,7 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -257,11 +258,14 @@ def _prometheus_config(
     alertmanager_port: int,
     interval: str,
     rule_for: str | None,
+    rule_for_alerts: Mapping[str, str] | None = None,
 ) -> Path:
     source = DEPLOY / "prometheus"
     config = yaml.safe_load((source / "prometheus.yml").read_text())
     rules_dir = workdir / "rules"
     rules_dir.mkdir()
+    per_alert = dict(rule_for_alerts or {})
+    unknown = set(per_alert)
     for rule_file in sorted((source / "rules").glob("*.yml")):
         groups = yaml.safe_load(rule_file.read_text())
         if rule_for is not None:
@@ -269,7 +273,14 @@ def _prometheus_config(
                 for rule in group["rules"]:
                     if "alert" in rule:
                         rule["for"] = rule_for
+        for group in groups["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") in per_alert:
+                    rule["for"] = per_alert[rule["alert"]]
+                    unknown.discard(rule["alert"])
         (rules_dir / rule_file.name).write_text(yaml.safe_dump(groups, sort_keys=False))
+    if unknown:
+        raise StackError(f"rule_for_alerts: no such alert in deploy/: {sorted(unknown)}")
     config["global"].update(
         scrape_interval=interval, evaluation_interval=interval, scrape_timeout=interval
     )
@@ -325,6 +336,7 @@ def start(
     token_file: Path | None = None,
     interval: str = "1s",
     rule_for: str | None = None,
+    rule_for_alerts: Mapping[str, str] | None = None,
     group_wait: str = "1s",
     repeat_interval: str = "1m",
     ready_timeout: float = 60.0,
@@ -337,6 +349,8 @@ def start(
     bearer token Alertmanager sends (a placeholder is written when omitted).
     ``rule_for`` replaces every alert's ``for:`` (e.g. ``"2s"``), so that alerts fire
     within a test's patience; ``None`` keeps the shipped durations.
+    ``rule_for_alerts`` sets ``for:`` of the named alerts (``{"RegulatorAccuracyLow":
+    "10m"}``), after ``rule_for``; an unknown name raises StackError.
     Raises StackError (with the programs' log tails) if either does not become ready.
     """
     missing = missing_binaries()
@@ -361,6 +375,7 @@ def start(
         alertmanager_port=alertmanager_port,
         interval=interval,
         rule_for=rule_for,
+        rule_for_alerts=rule_for_alerts,
     )
     alertmanager_config = _alertmanager_config(
         workdir=workdir,
