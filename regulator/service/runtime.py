@@ -125,7 +125,7 @@ class Runtime:
         self._energy_lock = threading.Lock()
         self._energy_t = -math.inf
         self._recent: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
-        self._recent_unlabelled: deque[np.ndarray] = deque(maxlen=512)
+        self._recent_unlabelled: deque[tuple[np.ndarray, float]] = deque(maxlen=512)
         self._recal_times: deque[float] = deque()
         self._learning_j_day: tuple[int, float] = (0, 0.0)
         self._alert_keys: set[str] = set()
@@ -285,7 +285,7 @@ class Runtime:
             self._recent[sample_id] = (arr, t_now)
             while len(self._recent) > RECENT_SAMPLES:
                 self._recent.popitem(last=False)
-            self._recent_unlabelled.append(arr)
+            self._recent_unlabelled.append((arr, t_now))
         return {
             "sample_id": sample_id,
             "prediction": y_pred,
@@ -462,6 +462,12 @@ class Runtime:
                 self._alert_keys.discard(key)
         return {"scheduled": ok, "reason": "" if ok else "a recalibration is already pending"}
 
+    def _shift_time(self) -> float:
+        since = self._serving.swapped_at
+        if self._drift_since is not None:
+            since = max(since, self._drift_since - LABEL_LOOKBACK_S)
+        return since
+
     def _labelled_since_shift(self) -> list[Label]:
         """Labels from the current environment: since the last swap, and since the drift
         alarm (less a short lookback for the detection delay) when there is one."""
@@ -479,15 +485,17 @@ class Runtime:
             newest = sorted(labels, key=lambda lab: lab.t, reverse=True)
             need = max(0, k + h - len(newest))
             return newest[h : h + k], newest[:h], need
-        n_cls = self._serving.bundle.cfg.n_outputs
-        by_cls: dict[int, list[Label]] = {c: [] for c in range(n_cls)}
+        # Classes are those the new environment has shown labels for: a class that is
+        # absent (gas-drift batches 3-5 have no toluene) must not block recalibration
+        # forever. At least two classes are needed for a classifier to adapt.
+        by_cls: dict[int, list[Label]] = {}
         for lab in sorted(labels, key=lambda lab: lab.t, reverse=True):
             by_cls.setdefault(int(lab.y), []).append(lab)
         support: list[Label] = []
         holdout: list[Label] = []
-        need = 0
-        for c in range(n_cls):
-            got = by_cls.get(c, [])
+        need = (k + h) * max(0, 2 - len(by_cls))
+        for c in sorted(by_cls):
+            got = by_cls[c]
             need += max(0, k + h - len(got))
             holdout += got[:h]
             support += got[h : h + k]
@@ -506,7 +514,11 @@ class Runtime:
             # Wait for labels (tick() retries once enough arrive); meanwhile adapt
             # label-free if the policy allows it.
             self._waiting = (trigger, reason)
-            if not self.policy.recalibration.allow_label_free_fallback:
+            # The label-free stopgap is only taken when some held-out labels can check it:
+            # without labels, a re-normalised model can look in-distribution and still
+            # be wrong (measured on the gas-drift replay), and a worse model must never
+            # be swapped in.
+            if not self.policy.recalibration.allow_label_free_fallback or not holdout:
                 return self._finish(
                     RecalibrationResult(
                         trigger,
@@ -527,8 +539,20 @@ class Runtime:
             if mode == "supervised":
                 xs = np.stack([np.asarray(lab.x, np.float32) for lab in support])
                 ys = np.asarray([lab.y for lab in support])
-                candidate, report = adapt(serving.bundle, xs, ys, chip)
+                base, lf_j = serving.bundle, 0.0
+                recent = self._recent_inputs(since=self._shift_time())
+                if len(recent) >= 20:
+                    # Re-normalise on unlabelled inputs of the new environment first; the
+                    # few shots then only have to fix what normalisation cannot.
+                    from regulator.meta.labelfree import recalibrate_label_free
+
+                    base, lf = recalibrate_label_free(serving.bundle, recent, chip)
+                    lf_j = float(lf.to_dict().get("learning_energy_j", 0.0))
+                candidate, report = adapt(base, xs, ys, chip)
                 cost = report.to_dict()
+                cost["label_free_energy_j"] = lf_j
+                cost["learning_energy_j"] = float(cost["learning_energy_j"]) + lf_j
+                cost["renormalised_on"] = int(len(recent))
             else:
                 candidate, cost = self._label_free(serving, chip)
             cand_model = ChipModel(candidate, seed=self.policy.device.seed)
@@ -559,7 +583,7 @@ class Runtime:
                 wall0,
             )
         # Refit the OOD monitor's calibration to the new environment, then swap.
-        recent = self._recent_inputs()
+        recent = self._recent_inputs(since=self._shift_time())
         calib_x = (
             recent
             if len(recent) >= 40
@@ -616,7 +640,7 @@ class Runtime:
         p-value under the prior's own calibration)."""
         from regulator.monitor.ood import CalibratedScorer
 
-        recent = self._recent_inputs()
+        recent = self._recent_inputs(since=self._shift_time())
         if len(recent) < 20:
             return False, "no held-out labels and too few recent samples to check"
         ref = serving.bundle.calibration.get("ood")
@@ -634,9 +658,11 @@ class Runtime:
             f"no held-out labels; mean OOD p-value on recent inputs {p_c:.3f} vs serving {p_s:.3f}",
         )
 
-    def _recent_inputs(self) -> np.ndarray:
+    def _recent_inputs(self, since: float | None = None) -> np.ndarray:
+        """Up to 200 of the newest served inputs (seen at or after ``since``)."""
         with self._lock:
-            items = list(self._recent_unlabelled)[-200:]
+            items = [x for x, t in self._recent_unlabelled if since is None or t >= since]
+        items = items[-200:]
         return np.stack(items) if items else np.zeros((0,))
 
     def _label_free(
@@ -644,7 +670,7 @@ class Runtime:
     ) -> tuple[ModelBundle, dict[str, Any]]:
         from regulator.meta.labelfree import recalibrate_label_free
 
-        recent = self._recent_inputs()
+        recent = self._recent_inputs(since=self._shift_time())
         if len(recent) < 20:
             raise InputError(
                 f"label-free recalibration needs >= 20 recent samples, have {len(recent)}"
