@@ -552,7 +552,7 @@ class Runtime:
                 cost = report.to_dict()
                 cost["label_free_energy_j"] = lf_j
                 cost["learning_energy_j"] = float(cost["learning_energy_j"]) + lf_j
-                cost["renormalised_on"] = int(len(recent))
+                cost["renormalised_on"] = len(recent)
             else:
                 candidate, cost = self._label_free(serving, chip)
             cand_model = ChipModel(candidate, seed=self.policy.device.seed)
