@@ -457,3 +457,78 @@ def test_shift_is_detected_then_recalibrated_and_the_served_version_changes(
         20,
         what="labels on the recalibrated model",
     )
+
+
+# -- unit level: the acceptance check -------------------------------------------------------
+
+
+def test_a_worse_candidate_is_never_swapped_in(
+    tiny_prior: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adapt() is replaced by one that returns the serving model with its readout rows
+    rotated (class c's weights answer for c + 1). Held-out labels are chosen so that the
+    serving model gets some right and the rotated one none: it must be rejected."""
+    import torch
+
+    from regulator.meta.model import ChipModel
+    from regulator.policy.model import parse_policy
+    from regulator.service import runtime as runtime_mod
+
+    pol = parse_policy(
+        policy_dict(
+            tiny_prior,
+            recalibration={
+                "k_shot": 1,
+                "holdout_per_class": 3,
+                "acceptance_margin": 0.0,
+                "allow_label_free_fallback": False,
+                "max_per_hour": 60,
+            },
+        )
+    )
+    rt = runtime_mod.Runtime(pol, tmp_path / "state", inline_jobs=True)
+    try:
+        serving = rt.serving
+        n_cls = serving.bundle.cfg.n_outputs
+        x, _ = _nanosensor_samples(400, seed=11)
+        pred = ChipModel(serving.bundle, seed=pol.device.seed).predict(x).labels
+        items: list[tuple[str, int, np.ndarray]] = []
+        for c in range(n_cls):
+            right = np.flatnonzero(pred == c)  # serving right, rotated wrong
+            both_wrong = np.flatnonzero((pred != c) & (pred != (c - 1) % n_cls))
+            rows = np.concatenate([right, both_wrong])[:4]
+            items += [(f"c{c}-{r}", c, x[r]) for r in rows]
+        assert rt.add_labels(items)["accepted"] == 4 * n_cls
+
+        calls = []
+
+        def damaged_adapt(bundle: Any, xs: Any, ys: Any, chip: Any) -> Any:
+            calls.append(len(xs))
+            cand = bundle.clone()
+            with torch.no_grad():
+                for name, p in cand.network.named_parameters():
+                    if name.startswith("readout."):
+                        p.copy_(torch.roll(p, 1, dims=0))
+
+            class Report:
+                def to_dict(self) -> dict[str, Any]:
+                    return {"learning_energy_j": 1e-9}
+
+            return cand, Report()
+
+        monkeypatch.setattr(runtime_mod, "adapt", damaged_adapt)
+        versions_before = [v.version for v in rt.registry.versions()]
+        res = rt.recalibrate("http", "supervised", reason="test")
+        assert calls == [n_cls]  # k_shot 1 per class went to adapt
+        assert res.outcome == "rejected", res
+        ev = res.evaluation
+        assert ev["n_holdout"] == 3 * n_cls
+        assert ev["candidate"] == 0.0 < ev["serving"]
+        assert rt.serving.version == "v000001" and rt.serving is serving
+        assert rt.registry.current() == "v000001"
+        assert [v.version for v in rt.registry.versions()] == versions_before
+        assert rt.process("after", x[0])["version"] == "v000001"
+        recs = [e for e in rt.state.events.read_all() if e["kind"] == "recalibration"]
+        assert recs[-1]["fields"]["outcome"] == "rejected"
+    finally:
+        rt.close()

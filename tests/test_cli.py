@@ -1,0 +1,104 @@
+"""The ``regulator`` command line: help, check-config and its exit codes (DESIGN §3)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regulator.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+POLICIES = sorted((REPO / "deploy" / "policies").glob("*.yaml"))
+COMMANDS = ("run", "check-config", "train", "evaluate", "replay", "export-nir", "report")
+
+
+def test_help_lists_every_command() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    for cmd in COMMANDS:
+        assert cmd in res.stdout
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_each_command_has_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    assert "usage: regulator" in capsys.readouterr().out
+
+
+def test_no_command_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
+def test_shipped_policies_are_valid(policy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(policy)]) == 0
+    assert "valid policy" in capsys.readouterr().out
+
+
+def test_shipped_policies_exist() -> None:
+    assert {p.name for p in POLICIES} >= {"default.yaml", "gas-drift-replay.yaml"}
+
+
+@pytest.mark.parametrize(
+    ("text", "paths"),
+    [
+        ("recalibration:\n  k_shot: 0\n", ["recalibration.k_shot"]),
+        ("http:\n  portt: 80\n", ["http.portt"]),
+        (
+            "source:\n  kind: simulated\n  rate_hz: -1\nrules:\n  - name: x\n"
+            "    condition: {signal: accuracy_below, threshold: 2}\n    action: explode\n",
+            ["source.rate_hz", "rules.0.condition.threshold", "rules.0.action"],
+        ),
+        ("http:\n  token: hunter2\n", ["http.token"]),
+    ],
+)
+def test_bad_policy_exits_2_with_every_field_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, paths: list[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    for p in paths:
+        assert p in err, err
+    assert "hunter2" not in err
+
+
+def test_bad_policy_through_the_installed_command(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitors:\n  silent_threshold: 0.9\n  saturated_threshold: 0.1\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert "monitors" in res.stderr and "silent_threshold" in res.stderr
+
+
+@pytest.mark.parametrize("text", ["a: [1, 2\n", "- just\n- a list\n", "x: 1\nx: 2\n"])
+def test_unparsable_policy_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["check-config", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_missing_policy_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
