@@ -40,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="few-shot evaluation of a prior against baselines")
     ev.add_argument("model", type=Path)
-    ev.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10], help="K per class")
+    ev.add_argument(
+        "--shots",
+        type=int,
+        nargs="+",
+        default=[1, 5, 10],
+        help="K per class (gas drift: the first)",
+    )
     ev.add_argument("--tasks", type=int, default=50, help="held-out tasks per K")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--gas-drift", type=Path, help="folder with batch1..5.dat (gas-drift protocol)")
@@ -89,32 +95,46 @@ def _cmd_train(a: argparse.Namespace) -> int:
     import yaml
 
     from regulator.meta import recipes
+    from regulator.meta.train import TrainConfig, train_prior
 
     if (a.recipe is None) == (a.config is None):
         raise ConfigError("give exactly one of --recipe NAME or --config FILE")
+    if a.recipe is not None and a.iterations is None:
+        recipes.run_recipe(a.recipe, a.out)  # trains, evaluates, writes card and results
+        print(f"wrote {a.out}")
+        return 0
     if a.recipe is not None:
-        cfg = recipes.recipe_config(a.recipe)
+        if a.recipe not in recipes.RECIPES:
+            recipes.run_recipe(a.recipe, a.out)  # raises the error listing valid recipes
+        cfg = recipes.RECIPES[a.recipe]
     else:
-        from regulator.meta.train import TrainConfig
-
         try:
-            cfg = TrainConfig.model_validate(yaml.safe_load(a.config.read_text()))
+            cfg = TrainConfig.model_validate(yaml.safe_load(a.config.read_text()) or {})
         except (OSError, yaml.YAMLError, ValueError) as err:
             raise ConfigError(f"{a.config}: {err}") from None
     if a.iterations is not None:
         cfg = cfg.model_copy(update={"iterations": a.iterations})
-    recipes.train_and_write(cfg, a.out, resume=not a.no_resume, evaluate=not a.no_eval)
+    bundle, _ = train_prior(cfg, a.out, resume=not a.no_resume)
+    bundle.card = (
+        f"# Prior `{cfg.family}`\n\nTraining configuration:\n\n```json\n"
+        f"{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```\n\n"
+        "Evaluate with `regulator evaluate`.\n"
+    )
+    bundle.save(a.out)
     print(f"wrote {a.out}")
     return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from regulator.meta import recipes
+    from regulator.meta.evaluate import evaluate, evaluate_gas_drift
+    from regulator.meta.model import ModelBundle
 
-    table = recipes.evaluate_folder(
-        a.model, shots=a.shots, tasks=a.tasks, seed=a.seed, gas_drift=a.gas_drift
-    )
-    text = json.dumps(table, indent=1)
+    bundle = ModelBundle.load(a.model)
+    if a.gas_drift is not None:
+        table = evaluate_gas_drift(bundle, a.gas_drift, k_per_class=a.shots[0], seed=a.seed)
+    else:
+        table = evaluate(bundle, ks=tuple(a.shots), n_tasks=a.tasks, seed=a.seed)
+    text = json.dumps(table, indent=1, default=float)
     if a.out:
         a.out.write_text(text)
     print(text)

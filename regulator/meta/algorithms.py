@@ -37,7 +37,9 @@ class Algorithm(ABC):
     name: ClassVar[str]
     second_order: ClassVar[bool] = False
 
-    def init_meta(self, params: Mapping[str, torch.Tensor], inner_lr: float) -> dict[str, torch.Tensor]:
+    def init_meta(
+        self, params: Mapping[str, torch.Tensor], inner_lr: float
+    ) -> dict[str, torch.Tensor]:
         """Meta-parameters this algorithm learns (raw, unconstrained), by name."""
         return {"log_lr": torch.tensor(math.log(inner_lr))}
 
@@ -86,7 +88,9 @@ class MetaSGD(Algorithm):
 
     name = "metasgd"
 
-    def init_meta(self, params: Mapping[str, torch.Tensor], inner_lr: float) -> dict[str, torch.Tensor]:
+    def init_meta(
+        self, params: Mapping[str, torch.Tensor], inner_lr: float
+    ) -> dict[str, torch.Tensor]:
         return {
             f"lr.{k}": torch.full_like(p.detach(), math.log(inner_lr)) for k, p in params.items()
         }
@@ -106,7 +110,9 @@ class Plasticity(Algorithm):
 
     name = "plasticity"
 
-    def init_meta(self, params: Mapping[str, torch.Tensor], inner_lr: float) -> dict[str, torch.Tensor]:
+    def init_meta(
+        self, params: Mapping[str, torch.Tensor], inner_lr: float
+    ) -> dict[str, torch.Tensor]:
         return {
             "log_lr": torch.tensor(math.log(inner_lr)),
             "coef_mod": torch.tensor(1.0),  # pre x modulator (error-driven, Hebbian-gated)

@@ -82,7 +82,8 @@ def gas_markdown(result: dict[str, Any]) -> str:
     for n in names:
         cells = [_ci(result["table"][str(b)][n]["metric"]) for b in batches]
         lines.append(
-            f"| {_ROW_NAMES.get(n, n)} | " + " | ".join(cells)
+            f"| {_ROW_NAMES.get(n, n)} | "
+            + " | ".join(cells)
             + f" | {100 * result['mean_over_batches'][n]:.1f} |"
         )
     fs = [result["table"][str(b)].get("labelfree_fewshot", {}) for b in batches]
@@ -90,12 +91,19 @@ def gas_markdown(result: dict[str, Any]) -> str:
         lines.append("")
         lines.append("| batch | " + " | ".join(str(b) for b in batches) + " |")
         lines.append("|---|" + "---|" * len(batches))
-        lines.append("| adaptation s (label-free + few-shot) | "
-                     + " | ".join(f"{r['seconds']['mean']:.3f}" for r in fs) + " |")
-        lines.append("| weight writes | "
-                     + " | ".join(f"{r['weight_writes']:.0f}" for r in fs) + " |")
-        lines.append("| learning energy, in inferences | " + " | ".join(
-            f"{r['learning_energy_inferences']:.0f}" for r in fs) + " |")
+        lines.append(
+            "| adaptation s (label-free + few-shot) | "
+            + " | ".join(f"{r['seconds']['mean']:.3f}" for r in fs)
+            + " |"
+        )
+        lines.append(
+            "| weight writes | " + " | ".join(f"{r['weight_writes']:.0f}" for r in fs) + " |"
+        )
+        lines.append(
+            "| learning energy, in inferences | "
+            + " | ".join(f"{r['learning_energy_inferences']:.0f}" for r in fs)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -124,8 +132,7 @@ def render_card(
         "",
         "## Training",
         "",
-        f"Meta-iterations: {bundle.meta.get('iterations')}; seed: {tc.get('seed')}. "
-        "Configuration:",
+        f"Meta-iterations: {bundle.meta.get('iterations')}; seed: {tc.get('seed')}. Configuration:",
         "",
         "```json",
         json.dumps(tc, indent=1, sort_keys=True),

@@ -88,8 +88,13 @@ def family_for(bundle: ModelBundle, root: str | Path | None = None) -> TaskFamil
 def sgd_bundle(bundle: ModelBundle, lr: float, steps: int) -> ModelBundle:
     """A clone whose adaptation is plain SGD on the readout (the baselines' inner loop)."""
     b = bundle.clone()
-    b.meta = {**b.meta, "algorithm": "fomaml", "scope": "readout", "inner_steps": steps,
-              "inner_lr": lr}
+    b.meta = {
+        **b.meta,
+        "algorithm": "fomaml",
+        "scope": "readout",
+        "inner_steps": steps,
+        "inner_lr": lr,
+    }
     b.meta_tensors = {"log_lr": torch.tensor(math.log(lr))}
     return b
 
@@ -114,8 +119,16 @@ def _check_k(family: TaskFamily, ks: Sequence[int]) -> None:
             )
 
 
-def train_joint(bundle: ModelBundle, family: TaskFamily, *, steps: int, batch: int, lr: float,
-                seed: int = 0, progress: Callable[[int], None] | None = None) -> ModelBundle:
+def train_joint(
+    bundle: ModelBundle,
+    family: TaskFamily,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> ModelBundle:
     """The same network trained with plain supervision on samples pooled from many
     training environments (one environment and chip instance per sample group), for
     ``steps`` Adam steps of ``batch`` samples: the joint-training peer.
@@ -146,8 +159,9 @@ def train_joint(bundle: ModelBundle, family: TaskFamily, *, steps: int, batch: i
     return b
 
 
-def _tune_sgd(bundle: ModelBundle, family: TaskFamily, steps: int, k: int, seed: int,
-              n_tasks: int = 4) -> float:
+def _tune_sgd(
+    bundle: ModelBundle, family: TaskFamily, steps: int, k: int, seed: int, n_tasks: int = 4
+) -> float:
     """The plain-SGD readout rate that does best on training-distribution tasks."""
     rng = np.random.default_rng([seed, 0x7E5])
     tasks = []
@@ -168,8 +182,11 @@ def _tune_sgd(bundle: ModelBundle, family: TaskFamily, steps: int, k: int, seed:
     return best_lr
 
 
-def _summarise(per_task: dict[str, list[float]], reports: dict[str, list[AdaptationReport]],
-               energy_per_inference_j: float) -> dict[str, Any]:
+def _summarise(
+    per_task: dict[str, list[float]],
+    reports: dict[str, list[AdaptationReport]],
+    energy_per_inference_j: float,
+) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name, vals in per_task.items():
         row: dict[str, Any] = {"metric": interval(vals)}
@@ -181,7 +198,8 @@ def _summarise(per_task: dict[str, list[float]], reports: dict[str, list[Adaptat
                 weight_writes=float(np.mean([r.weight_writes for r in reps])),
                 learning_energy_j=le,
                 learning_energy_inferences=le / energy_per_inference_j
-                if energy_per_inference_j > 0 else None,
+                if energy_per_inference_j > 0
+                else None,
             )
         rows[name] = row
     return rows
@@ -287,15 +305,23 @@ class _Dense(nn.Module):
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_hidden), nn.ReLU(),
-                                 nn.Linear(n_hidden, n_out))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
-         batch: int, seed: int) -> None:
+def _fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    lr: float,
+    batch: int,
+    seed: int,
+) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -305,8 +331,15 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: fl
             opt.step()
 
 
-def train_dense(x: np.ndarray, y: np.ndarray, normaliser: Normaliser, *, n_hidden: int = 64,
-                epochs: int = 200, seed: int = 0) -> nn.Module:
+def train_dense(
+    x: np.ndarray,
+    y: np.ndarray,
+    normaliser: Normaliser,
+    *,
+    n_hidden: int = 64,
+    epochs: int = 200,
+    seed: int = 0,
+) -> nn.Module:
     """The dense peer: an MLP trained on ``x`` scaled by ``normaliser`` (batch 1)."""
     torch.manual_seed(seed)
     model = _Dense(int(np.prod(x.shape[1:])), n_hidden, int(y.max()) + 1)
@@ -315,8 +348,16 @@ def train_dense(x: np.ndarray, y: np.ndarray, normaliser: Normaliser, *, n_hidde
     return model
 
 
-def _dense_finetune_acc(model: nn.Module, norm: Normaliser, sx: np.ndarray, sy: np.ndarray,
-                        qx: np.ndarray, qy: np.ndarray, steps: int, seed: int) -> float:
+def _dense_finetune_acc(
+    model: nn.Module,
+    norm: Normaliser,
+    sx: np.ndarray,
+    sy: np.ndarray,
+    qx: np.ndarray,
+    qy: np.ndarray,
+    steps: int,
+    seed: int,
+) -> float:
     import copy
 
     m = copy.deepcopy(model)
@@ -328,8 +369,9 @@ def _dense_finetune_acc(model: nn.Module, norm: Normaliser, sx: np.ndarray, sy: 
 
 
 def _draw(y: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    sup = np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
-                          for c in np.unique(y)])
+    sup = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), k, replace=False) for c in np.unique(y)]
+    )
     rest = np.setdiff1d(np.arange(len(y)), sup)
     return sup, rest
 
@@ -384,9 +426,17 @@ def evaluate_gas_drift(
         lf, lf_rep = recalibrate_label_free(bundle, x, chip)
         dn_lf = Normaliser(dense_norm.method, dense_norm.signed_log).fit(x)
         rng = np.random.default_rng([seed, b, 0x6A5])
-        per: dict[str, list[float]] = {n: [] for n in (
-            "no_adaptation", "labelfree", "fewshot", "labelfree_fewshot",
-            "dense_finetune", "dense_labelfree_finetune")}
+        per: dict[str, list[float]] = {
+            n: []
+            for n in (
+                "no_adaptation",
+                "labelfree",
+                "fewshot",
+                "labelfree_fewshot",
+                "dense_finetune",
+                "dense_labelfree_finetune",
+            )
+        }
         reps: dict[str, list[AdaptationReport]] = {"fewshot": [], "labelfree_fewshot": []}
         for d in range(draws):
             sup, rest = _draw(y, k_per_class, rng)
@@ -401,9 +451,11 @@ def evaluate_gas_drift(
                 per[name].append(_query_metric(new, chip, qx, qy))
                 reps[name].append(rep)
             per["dense_finetune"].append(
-                _dense_finetune_acc(dense, dense_norm, sx, sy, qx, qy, dense_finetune_steps, d))
+                _dense_finetune_acc(dense, dense_norm, sx, sy, qx, qy, dense_finetune_steps, d)
+            )
             per["dense_labelfree_finetune"].append(
-                _dense_finetune_acc(dense, dn_lf, sx, sy, qx, qy, dense_finetune_steps, d))
+                _dense_finetune_acc(dense, dn_lf, sx, sy, qx, qy, dense_finetune_steps, d)
+            )
         row = _summarise(per, reps, e_inf)
         row["labelfree"]["report"] = lf_rep.to_dict()
         row["n_samples"] = len(y)
@@ -421,8 +473,12 @@ def evaluate_gas_drift(
         "profile": bundle.profile.name,
         "batches": [int(b) for b in batches],
         "energy_per_inference_j": e_inf,
-        "dense": {"hidden": 64, "epochs": 200, "finetune_steps": dense_finetune_steps,
-                  "finetune": "Adam lr 1e-3, every weight"},
+        "dense": {
+            "hidden": 64,
+            "epochs": 200,
+            "finetune_steps": dense_finetune_steps,
+            "finetune": "Adam lr 1e-3, every weight",
+        },
         "table": rows,
         "mean_over_batches": {n: float(np.mean(v)) for n, v in means.items()},
         "seconds": time.perf_counter() - t_start,

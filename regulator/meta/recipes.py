@@ -89,8 +89,9 @@ PLASTICITY_ITERATIONS = {"nanosensor": 60}
 EVAL_TASKS = 40
 
 
-def _train_plasticity(cfg: TrainConfig, body: ModelBundle, iterations: int,
-                      progress: bool) -> ModelBundle:
+def _train_plasticity(
+    cfg: TrainConfig, body: ModelBundle, iterations: int, progress: bool
+) -> ModelBundle:
     """A three-factor-rule prior: the meta prior's body, rule coefficients meta-learned."""
     pcfg = cfg.model_copy(update={"algorithm": "plasticity", "iterations": iterations})
     tr = build_trainer(pcfg)
@@ -129,16 +130,24 @@ def run_recipe(
             {k: v for k, v in h.items() if k != "env_seeds"} for h in (tr.history or [])[-5:]
         ]
         batch = cfg.meta_batch * (cfg.k_shot * fam.n_outputs + cfg.n_query)
-        joint = train_joint(bundle, fam, steps=cfg.iterations, batch=batch, lr=cfg.outer_lr,
-                            seed=cfg.seed)
+        joint = train_joint(
+            bundle, fam, steps=cfg.iterations, batch=batch, lr=cfg.outer_lr, seed=cfg.seed
+        )
         plast = None
         if name in PLASTICITY_ITERATIONS:
             plast = _train_plasticity(cfg, bundle, PLASTICITY_ITERATIONS[name], progress)
             results["plasticity_coefficients"] = {
                 k: v.tolist() for k, v in plast.meta_tensors.items()
             }
-        kshot = evaluate(bundle, fam, ks=(1, 5, 10), n_tasks=eval_tasks, seed=cfg.seed,
-                         joint=joint, plasticity=plast)
+        kshot = evaluate(
+            bundle,
+            fam,
+            ks=(1, 5, 10),
+            n_tasks=eval_tasks,
+            seed=cfg.seed,
+            joint=joint,
+            plasticity=plast,
+        )
         results["kshot"] = kshot
         gas = None
         if cfg.family == "file" and SHARED_GAS.is_dir():
@@ -146,7 +155,11 @@ def run_recipe(
             results["gas_drift"] = gas
     command = f"regulator train --recipe {name} --out models/{name}"
     bundle.card = render_card(
-        bundle, title=f"Prior `{name}`", command=command, kshot=kshot, gas=gas,
+        bundle,
+        title=f"Prior `{name}`",
+        command=command,
+        kshot=kshot,
+        gas=gas,
         notes=results.get("notes", ""),
     )
     bundle.save(out)

@@ -102,7 +102,9 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         if cfg.scope == "readout"
         else dict(net.named_parameters())
     )
-    meta = {k: v.requires_grad_(True) for k, v in algo.init_meta(adapt_params, cfg.inner_lr).items()}
+    meta = {
+        k: v.requires_grad_(True) for k, v in algo.init_meta(adapt_params, cfg.inner_lr).items()
+    }
     bundle = ModelBundle(
         network=net,
         encoder=encoder,
@@ -141,7 +143,9 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
     assert out.last_spikes is not None
     ys = torch.as_tensor(ep.support_y)
     yq = torch.as_tensor(ep.query_y)
-    sup = NetOutput(out.outputs[:ns], out.hidden_counts[:ns], out.telemetry, out.last_spikes[:, :ns])
+    sup = NetOutput(
+        out.outputs[:ns], out.hidden_counts[:ns], out.telemetry, out.last_spikes[:, :ns]
+    )
     problem = ReadoutProblem(b.network, chip, sup, ys, b.kind)
     start = {"readout.weight": b.network.readout.weight, "readout.bias": b.network.readout.bias}
     algo = make_algorithm(cfg.algorithm)
@@ -151,7 +155,9 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
         # Reptile: adapt on support and query together, first order; the outer step on
         # the readout pulls its start toward the adapted point, and the body learns from
         # the query loss at the adapted readout.
-        adapted, _ = adapt_readout(algo, problem, start, tr.bundle.meta_tensors, cfg.inner_steps, False)
+        adapted, _ = adapt_readout(
+            algo, problem, start, tr.bundle.meta_tensors, cfg.inner_steps, False
+        )
         q_phi = problem.phi.new_tensor(0)
         q_out = problem.outputs(
             {k: v.detach() for k, v in adapted.items()},
@@ -214,8 +220,12 @@ def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | Non
 def save_checkpoint(tr: Trainer, ckpt_dir: Path) -> None:
     """Network, meta-parameters, optimiser and RNG state, atomically (no pickles)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"net.{k}": v.detach().contiguous() for k, v in tr.bundle.network.state_dict().items()}
-    tensors.update({f"meta.{k}": v.detach().contiguous() for k, v in tr.bundle.meta_tensors.items()})
+    tensors = {
+        f"net.{k}": v.detach().contiguous() for k, v in tr.bundle.network.state_dict().items()
+    }
+    tensors.update(
+        {f"meta.{k}": v.detach().contiguous() for k, v in tr.bundle.meta_tensors.items()}
+    )
     opt_state = tr.optimiser.state_dict()
     for pid, st in opt_state["state"].items():
         for key, val in st.items():
@@ -265,7 +275,9 @@ def load_checkpoint(ckpt_dir: Path) -> Trainer:
     return tr
 
 
-def calibrate(bundle: ModelBundle, x: np.ndarray, seed: int = 0, scorer: str = "mahalanobis") -> dict[str, Any]:
+def calibrate(
+    bundle: ModelBundle, x: np.ndarray, seed: int = 0, scorer: str = "mahalanobis"
+) -> dict[str, Any]:
     """The monitors' in-distribution statistics of ``bundle`` on samples ``x``.
 
     Half of ``x`` fits the OOD scorer on hidden spike counts, the other half calibrates
@@ -278,8 +290,11 @@ def calibrate(bundle: ModelBundle, x: np.ndarray, seed: int = 0, scorer: str = "
     pred = model.predict(x)
     half = len(x) // 2
     cs = CalibratedScorer.fit(
-        scorer, pred.hidden_counts[:half], pred.outputs[:half],
-        cal_hidden=pred.hidden_counts[half:], cal_readout=pred.outputs[half:],
+        scorer,
+        pred.hidden_counts[:half],
+        pred.outputs[:half],
+        cal_hidden=pred.hidden_counts[half:],
+        cal_readout=pred.outputs[half:],
     )
     return {
         "ood": cs.to_dict(),

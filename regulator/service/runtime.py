@@ -539,16 +539,16 @@ class Runtime:
             if mode == "supervised":
                 xs = np.stack([np.asarray(lab.x, np.float32) for lab in support])
                 ys = np.asarray([lab.y for lab in support])
-                base, lf_j = serving.bundle, 0.0
+                start, lf_j = serving.bundle, 0.0
                 recent = self._recent_inputs(since=self._shift_time())
                 if len(recent) >= 20:
                     # Re-normalise on unlabelled inputs of the new environment first; the
                     # few shots then only have to fix what normalisation cannot.
                     from regulator.meta.labelfree import recalibrate_label_free
 
-                    base, lf = recalibrate_label_free(serving.bundle, recent, chip)
+                    start, lf = recalibrate_label_free(serving.bundle, recent, chip)
                     lf_j = float(lf.to_dict().get("learning_energy_j", 0.0))
-                candidate, report = adapt(base, xs, ys, chip)
+                candidate, report = adapt(start, xs, ys, chip)
                 cost = report.to_dict()
                 cost["label_free_energy_j"] = lf_j
                 cost["learning_energy_j"] = float(cost["learning_energy_j"]) + lf_j
