@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 RECAL_JOB = "recalibration"
 RECENT_SAMPLES = 4096  # unlabelled inputs kept for label matching and label-free refits
 TRIGGERS = ("rule", "schedule", "alert", "http", "manual")
+SNAPSHOT_EVERY_S = 10.0  # monitor snapshots in the event log, for `regulator report`
 LABEL_LOOKBACK_S = 2.0  # labels this long before a drift alarm count as post-shift
 
 
@@ -138,6 +139,7 @@ class Runtime:
         self._drift_since: float | None = None  # first alarm since the last swap
         self._waiting: tuple[str, str] | None = None  # (trigger, reason) awaiting labels
         self._recal_running = False
+        self._last_snapshot_t = -math.inf
         self.started = False
         self.n_samples = 0
         prior = resolve_path(policy.model.prior)
@@ -389,6 +391,23 @@ class Runtime:
                 self.request_recalibration(
                     trigger, mode="supervised", reason=f"labels arrived; {reason}"
                 )
+        if t_now - self._last_snapshot_t >= SNAPSHOT_EVERY_S:
+            self._last_snapshot_t = t_now
+            srv = self._serving
+            self.state.events.append(
+                "snapshot",
+                t_s=t_now,
+                samples=self.n_samples,
+                accuracy=self.accuracy.accuracy,
+                ood_p_value=srv.ood.mean_p_value,
+                ood_threshold=self._ood_threshold(),
+                drift=self._drift_since is not None,
+                spike_density=dict(self.density.density),
+                power_w=self.energy.power_w,
+                energy_inference_j=self.energy.inference_j_total,
+                energy_learning_j=self.energy.learning_j_total,
+                version=srv.version,
+            )
         decisions = self.engine.evaluate(self.signals(t_now))
         for d in decisions:
             self.state.events.append(
