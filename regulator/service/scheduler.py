@@ -11,18 +11,9 @@ one recalibration at a time" holds across the cron schedule and on-demand reques
 :class:`Executor` is where heavy work runs (DESIGN §7): :class:`LocalExecutor` is a
 thread pool; a Ray executor would be another subclass registered in ``EXECUTORS``.
 
->>> import threading
->>> done = threading.Event()
->>> s = Scheduler()
->>> s.start()
->>> s.run_now("recalibrate:now", done.set)
-True
->>> done.wait(5)
-True
->>> import time
->>> while s.pending("recalibrate:now"):  # the run's bookkeeping ends just after fn
-...     time.sleep(0.01)
->>> s.shutdown(wait=True)
+>>> s = Scheduler(misfire_grace_time=30)
+>>> s.running, s.jobs()
+(False, [])
 """
 
 from __future__ import annotations
