@@ -286,6 +286,9 @@ def calibrate(
     from regulator.meta.model import ChipModel
     from regulator.monitor.ood import CalibratedScorer
 
+    # Shuffle first: the fit and calibration halves must be exchangeable with each other
+    # and with what is served, and callers may pass samples ordered by class or time.
+    x = np.asarray(x)[np.random.default_rng(seed).permutation(len(x))]
     model = ChipModel(bundle, seed=seed)
     pred = model.predict(x)
     half = len(x) // 2
