@@ -179,6 +179,16 @@ class RuntimeAPI(Protocol):
         ``{"scheduled": bool, "pending": bool, "job": id}``."""
         ...
 
+    def alert_action(self, labels: dict[str, str]) -> str | None:
+        """The action a firing alert with these labels asks for (policy's ``alerts``
+        section), or None to ignore it."""
+        ...
+
+    def handle_alert(self, action: str, key: str) -> dict[str, Any]:
+        """Carry out ``action`` for the alert ``key`` (a recalibration is deduplicated
+        by ``key`` while pending)."""
+        ...
+
     def recalibration_pending(self, key: str | None = None) -> bool:
         """True while a recalibration (requested with ``key``, or any when None) is
         queued or running; the API uses it to drop duplicate alerts."""
@@ -430,7 +440,7 @@ def build_app(
         body = _parse(RecalibrateRequest, await request.body(), empty_ok=True)
         if isinstance(body, JSONResponse):
             return body
-        result = await call(lambda: runtime.request_recalibration("manual", "manual"))
+        result = await call(lambda: runtime.request_recalibration("http", "http"))
         return result if isinstance(result, Response) else JSONResponse(result, 202)
 
     @app.post("/v1/rollback")
@@ -528,17 +538,17 @@ def _handle_alerts(
             metrics.alerts_received.labels(status=alert.status).inc()
         key = alert.key()
         name = alert.labels.get("alertname", "")
-        wants = alert.labels.get("recalibrate", "").strip().lower() == "true"
-        if alert.status != "firing" or not wants:
+        wanted = runtime.alert_action(alert.labels)
+        if alert.status != "firing" or wanted is None:
             ignored += 1
             action = "ignored"
         elif key in seen or runtime.recalibration_pending(key):
             duplicates.append(key)
             action = "duplicate"
         else:
-            result = runtime.request_recalibration("alert", key)
+            result = runtime.handle_alert(wanted, key)
             triggered.append(key)
-            action = "recalibrate" if result.get("scheduled", True) else "already_pending"
+            action = wanted if result.get("scheduled", True) else "already_pending"
         seen.add(key)
         runtime.record_event(
             "alert", alertname=name, fingerprint=key, status=alert.status, action=action

@@ -114,6 +114,12 @@ class DaemonAPI:
     def request_recalibration(self, trigger: str, key: str | None = None) -> dict[str, Any]:
         return self.d.runtime.request_recalibration(trigger, mode="supervised", key=key)
 
+    def alert_action(self, labels: dict[str, str]) -> str | None:
+        return self.d.runtime.alert_action(labels)
+
+    def handle_alert(self, action: str, key: str) -> dict[str, Any]:
+        return self.d.runtime.handle_alert(action, key)
+
     def recalibration_pending(self, key: str | None = None) -> bool:
         if key is not None and key in self.d.runtime._alert_keys:
             return True
@@ -145,7 +151,13 @@ class DaemonAPI:
             try:
                 accepted.append(self.d.http_source.push(np.asarray(it.x, np.float32), it.sample_id))
             except (InputError, ValueError) as err:
-                self.d.runtime.metrics.samples_rejected.labels(reason="queue").inc()
+                msg = str(err)
+                reason = (
+                    "queue"
+                    if "queue" in msg or "closed" in msg
+                    else ("nonfinite" if "non-finite" in msg else "shape")
+                )
+                self.d.runtime.metrics.samples_rejected.labels(reason=reason).inc()
                 rejected.append({"index": i, "reason": str(err)})
         return {"accepted": len(accepted), "ids": accepted, "rejected": rejected}
 

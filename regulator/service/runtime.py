@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 RECAL_JOB = "recalibration"
 RECENT_SAMPLES = 4096  # unlabelled inputs kept for label matching and label-free refits
-TRIGGERS = ("rule", "schedule", "alert", "http", "manual")
+TRIGGERS = ("rule", "schedule", "alert", "http")
+REJECT_REASONS = ("shape", "nonfinite", "label", "unknown_sample", "queue")
+QUIET_SAMPLES = 200  # samples without an alarm that end a drift episode
 SNAPSHOT_EVERY_S = 10.0  # monitor snapshots in the event log, for `regulator report`
 LABEL_LOOKBACK_S = 2.0  # labels this long before a drift alarm count as post-shift
 
@@ -136,7 +138,8 @@ class Runtime:
         self.detections: list[dict[str, Any]] = []
         self.low_power = False
         self._alarm_on = False
-        self._drift_since: float | None = None  # first alarm since the last swap
+        self._drift_since: float | None = None  # start of the current drift episode
+        self._last_alarm_sample = -(10**9)
         self._waiting: tuple[str, str] | None = None  # (trigger, reason) awaiting labels
         self._recal_running = False
         self._last_snapshot_t = -math.inf
@@ -155,6 +158,8 @@ class Runtime:
             window=policy.monitors.accuracy_window_labels, task=self._serving.bundle.kind
         )
         self._restore_monitors()
+        for reason in REJECT_REASONS:  # series exist from the start, so rates read 0
+            self.metrics.samples_rejected.labels(reason=reason)
         self.metrics.calibration_samples_needed.set(0)
         self.metrics.drift_detected.set(0)
         self.metrics.ood_threshold.set(self._ood_threshold())
@@ -265,8 +270,10 @@ class Runtime:
         alarm = serving.ood.drift_detected
         if alarm and not self._alarm_on:
             m.drift_alarms.inc()
-            if self._drift_since is None:
-                # First alarm of this episode (until the next swap): the shift's detection.
+            quiet = self.n_samples - self._last_alarm_sample > QUIET_SAMPLES
+            if self._drift_since is None or quiet:
+                # A detection: the first alarm after a swap or after a quiet spell. It
+                # (re)starts the drift episode, so labels from here on are "post-shift".
                 self._drift_since = t_now
                 det: dict[str, Any] = {
                     "t_s": t_now,
@@ -275,6 +282,14 @@ class Runtime:
                 }
                 self.detections.append(det)
                 self.state.events.append("detection", **det, statistic=serving.ood.statistic)
+            self._last_alarm_sample = self.n_samples
+        elif (
+            self._drift_since is not None
+            and self.n_samples - self._last_alarm_sample > 5 * QUIET_SAMPLES
+        ):
+            # Long quiet: the environment came back to what the model knows.
+            self._drift_since = None
+            self.state.events.append("drift_cleared", sample=self.n_samples)
         self._alarm_on = alarm
         # Latched for the whole episode (first alarm until the next swap): the detector's
         # own flag is per-sample (CUSUM restarts after each alarm) and would flicker
@@ -362,7 +377,7 @@ class Runtime:
         pv = serving.ood.mean_p_value
         return Signals(
             t_s=t,
-            drift_detected=serving.ood.drift_detected,
+            drift_detected=self._drift_since is not None,
             ood_pvalue=pv,
             accuracy=acc,
             n_labels=self.accuracy.n_in_window,
@@ -418,6 +433,29 @@ class Runtime:
                 continue
             self.act(d.action, trigger="rule", reason=d.reason)
         return decisions
+
+    def alert_action(self, labels: dict[str, str]) -> str | None:
+        """The action a firing Alertmanager alert asks for, by the policy's ``alerts``
+        section: its ``action_label`` naming an allowed action, or the deploy rules'
+        ``recalibrate="true"`` (a supervised recalibration). None: ignore it."""
+        cfg = self.policy.alerts
+        if not cfg.enabled:
+            return None
+        named = labels.get(cfg.action_label, "").strip()
+        if named:
+            return named if named in cfg.allowed_actions else None
+        if labels.get("recalibrate", "").strip().lower() == "true":
+            wanted = "recalibrate_supervised"
+            return wanted if wanted in cfg.allowed_actions else None
+        return None
+
+    def handle_alert(self, action: str, key: str) -> dict[str, Any]:
+        """Carry out an alert's action; recalibrations are deduplicated by ``key``."""
+        if action == "recalibrate_supervised":
+            return self.request_recalibration("alert", mode="supervised", key=key)
+        if action == "recalibrate_label_free":
+            return self.request_recalibration("alert", mode="label_free", key=key)
+        return {"scheduled": True, **self.act(action, trigger="alert", reason=f"alert {key}")}
 
     def act(self, action: str, trigger: str, reason: str = "") -> dict[str, Any]:
         """Carry out an action (from a rule, a schedule, an alert or the API)."""

@@ -51,6 +51,13 @@ class FakeRuntime:
                 self.pending.add(key)
         return {"scheduled": scheduled, "pending": True}
 
+    def alert_action(self, labels: dict[str, str]) -> str | None:
+        wants = labels.get("recalibrate", "").strip().lower() == "true"
+        return "recalibrate_supervised" if wants else None
+
+    def handle_alert(self, action: str, key: str) -> dict[str, Any]:
+        return self.request_recalibration("alert", key)
+
     def recalibration_pending(self, key: str | None = None) -> bool:
         with self.lock:
             return bool(self.pending) if key is None else key in self.pending
@@ -161,7 +168,7 @@ def test_mutating_routes_need_the_token(h: Harness, path: str) -> None:
 def test_recalibrate_with_token(h: Harness) -> None:
     r = h.client.post("/v1/recalibrate", headers=AUTH)
     assert r.status_code == 202 and r.json()["pending"] is True
-    assert h.runtime.recal_requests[-1] == ("manual", "manual")
+    assert h.runtime.recal_requests[-1] == ("http", "http")
     r = h.client.post("/v1/recalibrate", headers=AUTH, json={"reason": "sensor swap"})
     assert r.status_code == 202
     r = h.client.post("/v1/recalibrate", headers=AUTH, json={"bogus": 1})
@@ -285,7 +292,7 @@ def test_alerts_dedup_and_resolved_ignored(h: Harness) -> None:
     assert h.value("regulator_alerts_received_total", status="firing") == firing0 + 5
     assert h.value("regulator_alerts_received_total", status="resolved") >= 1  # type: ignore[operator]
     actions = [f["action"] for k, f in h.runtime.events if k == "alert"]
-    assert {"recalibrate", "duplicate", "ignored"} <= set(actions)
+    assert {"recalibrate_supervised", "duplicate", "ignored"} <= set(actions)
 
 
 def test_alert_payload_checked(h: Harness) -> None:

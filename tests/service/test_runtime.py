@@ -1,0 +1,117 @@
+"""The runtime in-process: alert actions by policy, drift episodes, waiting for labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from regulator.policy.model import Policy
+from regulator.service.runtime import QUIET_SAMPLES, Runtime
+from regulator.tasks.base import make_family
+from tests.service.conftest import policy_dict
+
+
+def _runtime(tmp_path: Path, prior: Path, **sections: Any) -> tuple[Runtime, list[float]]:
+    clock = [0.0]
+    policy = Policy.model_validate(policy_dict(prior, **sections))
+    rt = Runtime(policy, tmp_path / "state", clock=lambda: clock[0], inline_jobs=True)
+    return rt, clock
+
+
+def test_alert_action_follows_policy(tmp_path: Path, tiny_prior: Path) -> None:
+    rt, _ = _runtime(tmp_path, tiny_prior)
+    try:
+        assert rt.alert_action({"recalibrate": "true"}) == "recalibrate_supervised"
+        assert rt.alert_action({"recalibrate": "false"}) is None
+        assert rt.alert_action({"regulator_action": "rollback"}) == "rollback"
+        assert rt.alert_action({"regulator_action": "low_power"}) is None  # not allowed
+        assert rt.alert_action({"alertname": "X"}) is None
+    finally:
+        rt.close()
+    rt, _ = _runtime(tmp_path / "b", tiny_prior, alerts={"enabled": False})
+    try:
+        assert rt.alert_action({"recalibrate": "true"}) is None
+    finally:
+        rt.close()
+    rt, _ = _runtime(
+        tmp_path / "c", tiny_prior,
+        alerts={"action_label": "act", "allowed_actions": ["recalibrate_label_free"]},
+    )
+    try:
+        assert rt.alert_action({"act": "recalibrate_label_free"}) == "recalibrate_label_free"
+        assert rt.alert_action({"recalibrate": "true"}) is None  # supervised not allowed
+    finally:
+        rt.close()
+
+
+def _stream(rt: Runtime, clock: list[float], x: np.ndarray, start: int) -> int:
+    i = start
+    for row in x:
+        clock[0] = i * 0.05
+        rt.process(f"s{i}", row)
+        i += 1
+        if i % 10 == 0:
+            rt.tick()
+    return i
+
+
+def test_drift_episode_is_latched_and_detected_once(tmp_path: Path, tiny_prior: Path) -> None:
+    rt, clock = _runtime(
+        tmp_path, tiny_prior, monitors={"mean_samples_between_false_alarms": 1e6}
+    )
+    try:
+        fam = make_family("nanosensor")
+        rng = np.random.default_rng(0)
+        nominal, _ = fam.sample(fam.nominal_environment(), 150, rng)
+        far = fam.environment_from_seed(12345)
+        shifted, _ = fam.sample(far, 300, rng)
+        i = _stream(rt, clock, nominal, 0)
+        assert rt.detections == []  # no alarm on the environment it was calibrated on
+        _stream(rt, clock, shifted * 3.0 + 2.0, i)
+        assert len(rt.detections) == 1  # one shift, one detection, however many alarms
+        assert rt.detections[0]["sample"] > 150
+        # The episode stays latched between the detector's own per-sample alarms.
+        assert rt.signals(clock[0]).drift_detected
+        assert rt.metrics_registry.get_sample_value(
+            "regulator_drift_detected", {"device": "dev-test"}
+        ) == 1.0
+    finally:
+        rt.close()
+
+
+def test_quiet_spell_constant_is_sane() -> None:
+    assert 50 <= QUIET_SAMPLES <= 10_000
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_recalibration_waits_for_labels(tmp_path: Path, tiny_prior: Path, allow: bool) -> None:
+    rt, clock = _runtime(
+        tmp_path, tiny_prior,
+        recalibration={"k_shot": 2, "holdout_per_class": 1, "max_per_hour": 60,
+                       "allow_label_free_fallback": allow},
+    )
+    try:
+        fam = make_family("nanosensor")
+        rng = np.random.default_rng(1)
+        x, y = fam.sample(fam.nominal_environment(), 60, rng)
+        _stream(rt, clock, x, 0)
+        res = rt.request_recalibration("http", mode="supervised")
+        # No labels at all: nothing to adapt on and nothing to check a stopgap with.
+        assert res["outcome"] == "skipped"
+        needed = rt.metrics_registry.get_sample_value(
+            "regulator_calibration_samples_needed", {"device": "dev-test"}
+        )
+        assert needed and needed > 0
+        # Labels arrive (with their inputs): the next tick runs the waiting recalibration.
+        clock[0] += 1.0
+        rt.add_labels([(f"l{i}", int(y[i]), x[i]) for i in range(len(y))])
+        n0 = len(rt.results)
+        rt.tick()
+        assert len(rt.results) == n0 + 1
+        assert rt.results[-1].mode == "supervised"
+        assert rt.results[-1].outcome in {"accepted", "rejected"}
+    finally:
+        rt.close()
