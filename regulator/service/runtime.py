@@ -491,6 +491,9 @@ class Runtime:
                 if key in self._alert_keys:
                     return {"scheduled": False, "reason": "duplicate alert"}
                 self._alert_keys.add(key)
+        if trigger == "rule" and mode == "supervised" and self._waiting is not None:
+            # Already waiting for this episode's labels: tick() runs it once they arrive.
+            return {"scheduled": False, "reason": "waiting for labelled samples"}
         if trigger != "rule":
             blocked = self.engine.recalibration_blocked(self.signals(self.clock()))
             if blocked:
