@@ -25,6 +25,7 @@ from regulator.errors import ConfigError, InputError, RegulatorError
 from regulator.policy.model import HttpSource as HttpSourceConfig
 from regulator.policy.model import Policy, ReplaySource, SimulatedSource, load_policy
 from regulator.service.api import FeedbackItem, Sample, ServerThread, build_app, serve
+from regulator.service.candidate import ProcessCandidateRunner
 from regulator.service.logging import configure_logging
 from regulator.service.runtime import RECAL_JOB, Runtime, resolve_path
 from regulator.service.scheduler import Scheduler
@@ -181,6 +182,7 @@ class Daemon:
         self._interrupts = 0
         self.scheduler = Scheduler(on_event=self._job_event, workers=2)
         self.runtime: Runtime  # set in startup()
+        self.candidates = ProcessCandidateRunner()
 
     # -- signals only set flags -----------------------------------------------------------
 
@@ -198,6 +200,13 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
 
+    def _warm_worker(self) -> None:
+        try:
+            pid = self.candidates.warm()
+            log.info("recalibration worker ready (pid %d)", pid)
+        except Exception as err:
+            log.warning("recalibration worker did not start: %s", err)
+
     def _job_event(self, job_id: str, outcome: str) -> None:
         with contextlib.suppress(AttributeError):  # a job event before startup finished
             self.runtime.metrics.scheduler_jobs.labels(job=job_id, outcome=outcome).inc()
@@ -210,6 +219,11 @@ class Daemon:
         self.runtime = Runtime(self.policy, self.state_dir)
         rt = self.runtime
         rt.submit = lambda job_id, fn: self.scheduler.run_now(job_id, fn, group="recalibration")
+        # Candidates are built in a worker process: adaptation's CPU work then neither
+        # holds this process's GIL nor competes with inference at the same priority.
+        self.candidates = ProcessCandidateRunner()
+        rt.candidate_runner = self.candidates
+        threading.Thread(target=self._warm_worker, name="warm-worker", daemon=True).start()
         if isinstance(self.policy.source, HttpSourceConfig):
             b = rt.serving.bundle
             self.http_source = HttpSource(
@@ -337,6 +351,7 @@ class Daemon:
             time.sleep(0.1)
         if self.scheduler.pending(RECAL_JOB):
             log.warning("abandoning a recalibration still running after %.0f s", timeout)
+        self.candidates.close(kill=self.scheduler.pending(RECAL_JOB))
         self.scheduler.shutdown(wait=False)
         if self.server is not None:
             self.server.stop()

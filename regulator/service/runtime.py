@@ -25,14 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from prometheus_client import CollectorRegistry
 
-from regulator.chip.network import ChipInstance
 from regulator.errors import ConfigError, InputError, RegistryError, RegulatorError
-from regulator.meta.adapt import adapt
 from regulator.meta.model import ChipModel, ModelBundle
-from regulator.meta.train import calibrate
 from regulator.monitor.accuracy import AccuracyMonitor
 from regulator.monitor.density import SpikeDensityMonitor
 from regulator.monitor.energy import EnergyMonitor
@@ -40,6 +36,7 @@ from regulator.monitor.stream import OODMonitor
 from regulator.policy.engine import Decision, RuleEngine, Signals
 from regulator.policy.model import Policy
 from regulator.registry import Registry
+from regulator.service.candidate import CandidateRequest, CandidateRunner, run_inline
 from regulator.service.metrics import Metrics
 from regulator.service.state import Label, StateDir
 
@@ -118,6 +115,8 @@ class Runtime:
         self.clock = clock
         self.inline_jobs = inline_jobs
         self.submit: Callable[[str, Callable[[], Any]], bool] | None = None
+        # Where candidates are built: inline here; the daemon uses a worker process.
+        self.candidate_runner: CandidateRunner = run_inline
         self.state = StateDir(state_dir, lock=lock_state)
         self.registry = Registry(self.state.registry_dir)
         self.metrics_registry = metrics_registry or CollectorRegistry()
@@ -592,72 +591,54 @@ class Runtime:
             mode = "label_free"
         elif mode == "supervised":
             self._waiting = None
-        try:
-            chip = ChipInstance.create(
-                serving.bundle.profile, serving.bundle.cfg, self.policy.device.seed
-            )
-            if mode == "supervised":
-                xs = np.stack([np.asarray(lab.x, np.float32) for lab in support])
-                ys = np.asarray([lab.y for lab in support])
-                start, lf_j = serving.bundle, 0.0
-                recent = self._recent_inputs(since=self._shift_time())
-                if len(recent) >= 20:
-                    # Re-normalise on unlabelled inputs of the new environment first; the
-                    # few shots then only have to fix what normalisation cannot.
-                    from regulator.meta.labelfree import recalibrate_label_free
 
-                    start, lf = recalibrate_label_free(serving.bundle, recent, chip)
-                    lf_j = float(lf.to_dict().get("learning_energy_j", 0.0))
-                candidate, report = adapt(start, xs, ys, chip)
-                cost = report.to_dict()
-                cost["label_free_energy_j"] = lf_j
-                cost["learning_energy_j"] = float(cost["learning_energy_j"]) + lf_j
-                cost["renormalised_on"] = len(recent)
-            else:
-                candidate, cost = self._label_free(serving, chip)
-            cand_model = ChipModel(candidate, seed=self.policy.device.seed)
-            evaluation = self._compare(serving.model, cand_model, holdout)
-        except (RegulatorError, ValueError, RuntimeError) as err:
-            log.exception("recalibration failed")
-            return self._finish(
-                RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0
-            )
-        learning_j = float(cost.get("learning_energy_j", 0.0))
-        self._add_learning_energy(learning_j, t_start)
-        margin = self.policy.recalibration.acceptance_margin
-        cand, base = evaluation.get("candidate"), evaluation.get("serving")
-        higher_better = serving.bundle.kind == "classification"
-        if cand is None or base is None:
-            ok, why = self._label_free_check(serving, cand_model)
-        elif higher_better:
-            ok = cand >= base - margin
-            why = f"held-out accuracy {cand:.3f} vs serving {base:.3f} (margin {margin})"
-        else:
-            ok = cand <= base + margin
-            why = f"held-out error {cand:.4f} vs serving {base:.4f} (margin {margin})"
-        if not ok:
-            return self._finish(
-                RecalibrationResult(
-                    trigger, mode, "rejected", why, t_start, evaluation=evaluation, cost=cost
-                ),
-                wall0,
-            )
-        # Refit the OOD monitor's calibration to the new environment, then swap.
+        def stack(labels: list[Label]) -> tuple[np.ndarray | None, np.ndarray | None]:
+            if not labels:
+                return None, None
+            x = np.stack([np.asarray(lab.x, np.float32) for lab in labels])
+            return x, np.asarray([lab.y for lab in labels])
+
+        sx, sy = stack(support) if mode == "supervised" else (None, None)
+        hx, hy = stack(holdout)
         recent = self._recent_inputs(since=self._shift_time())
-        calib_x = (
-            recent
-            if len(recent) >= 40
-            else np.stack([np.asarray(lab.x, np.float32) for lab in support + holdout])
-        )
-        candidate.calibration = {
-            **candidate.calibration,
-            **calibrate(candidate, calib_x, seed=self.policy.device.seed),
-        }
         tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.state.root))
         try:
-            candidate.save(tmp / "model")
+            req = CandidateRequest(
+                model_dir=str(self.registry.path(serving.version)),
+                profile=self.policy.device.profile,
+                seed=self.policy.device.seed,
+                mode=mode,
+                support_x=sx,
+                support_y=sy,
+                holdout_x=hx,
+                holdout_y=hy,
+                recent_x=recent,
+                margin=self.policy.recalibration.acceptance_margin,
+                out_dir=str(tmp),
+            )
+            try:
+                res = self.candidate_runner(req, self.policy.recalibration.timeout_s)
+            except (RegulatorError, ValueError, RuntimeError, OSError) as err:
+                log.exception("recalibration failed")
+                return self._finish(
+                    RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0
+                )
+            self._add_learning_energy(float(res.cost.get("learning_energy_j", 0.0)), t_start)
+            if not res.accepted or res.folder is None:
+                return self._finish(
+                    RecalibrationResult(
+                        trigger,
+                        mode,
+                        "rejected",
+                        res.reason,
+                        t_start,
+                        evaluation=res.evaluation,
+                        cost=res.cost,
+                    ),
+                    wall0,
+                )
             version = self.registry.add(
-                tmp / "model",
+                res.folder,
                 parent=serving.version,
                 trigger=trigger,
                 data_used={
@@ -666,7 +647,7 @@ class Runtime:
                     "holdout": [lab.sample_id for lab in holdout],
                     "unlabelled": len(recent),
                 },
-                evaluation={**evaluation, "reason": reason},
+                evaluation={**res.evaluation, "reason": reason},
             )
             self.registry.promote(version)
         finally:
@@ -685,37 +666,13 @@ class Runtime:
                 trigger,
                 mode,
                 "accepted",
-                why,
+                res.reason,
                 t_start,
                 version=version,
-                evaluation=evaluation,
-                cost=cost,
+                evaluation=res.evaluation,
+                cost=res.cost,
             ),
             wall0,
-        )
-
-    def _label_free_check(self, serving: _Serving, candidate: ChipModel) -> tuple[bool, str]:
-        """Without held-out labels: accept only if recent inputs look more
-        in-distribution to the candidate than to the serving model (mean conformal
-        p-value under the prior's own calibration)."""
-        from regulator.monitor.ood import CalibratedScorer
-
-        recent = self._recent_inputs(since=self._shift_time())
-        if len(recent) < 20:
-            return False, "no held-out labels and too few recent samples to check"
-        ref = serving.bundle.calibration.get("ood")
-        if not ref:
-            return False, "no held-out labels and no OOD calibration to check against"
-        scorer = CalibratedScorer.from_dict(ref)
-        with torch.no_grad():
-            ps = ChipModel(serving.bundle, seed=self.policy.device.seed).predict(recent)
-            pc = ChipModel(candidate.bundle, seed=self.policy.device.seed).predict(recent)
-        p_s = float(np.mean(scorer.p_values(ps.hidden_counts, ps.outputs)))
-        p_c = float(np.mean(scorer.p_values(pc.hidden_counts, pc.outputs)))
-        ok = p_c > p_s
-        return (
-            ok,
-            f"no held-out labels; mean OOD p-value on recent inputs {p_c:.3f} vs serving {p_s:.3f}",
         )
 
     def _recent_inputs(self, since: float | None = None) -> np.ndarray:
@@ -724,38 +681,6 @@ class Runtime:
             items = [x for x, t in self._recent_unlabelled if since is None or t >= since]
         items = items[-200:]
         return np.stack(items) if items else np.zeros((0,))
-
-    def _label_free(
-        self, serving: _Serving, chip: ChipInstance
-    ) -> tuple[ModelBundle, dict[str, Any]]:
-        from regulator.meta.labelfree import recalibrate_label_free
-
-        recent = self._recent_inputs(since=self._shift_time())
-        if len(recent) < 20:
-            raise InputError(
-                f"label-free recalibration needs >= 20 recent samples, have {len(recent)}"
-            )
-        candidate, report = recalibrate_label_free(serving.bundle, recent, chip)
-        return candidate, report.to_dict()
-
-    def _compare(
-        self, current: ChipModel, candidate: ChipModel, holdout: list[Label]
-    ) -> dict[str, Any]:
-        if not holdout:
-            return {"n_holdout": 0}
-        x = np.stack([np.asarray(lab.x, np.float32) for lab in holdout])
-        y = np.asarray([lab.y for lab in holdout])
-        out: dict[str, Any] = {"n_holdout": len(holdout)}
-        for name, model in (("serving", current), ("candidate", candidate)):
-            with torch.no_grad():
-                pred = ChipModel(model.bundle, seed=self.policy.device.seed).predict(x)
-            if model.bundle.kind == "classification":
-                out[name] = float((pred.labels == y).mean())
-            else:
-                out[name] = float(
-                    np.abs(np.asarray(pred.labels).reshape(len(y), -1)[:, 0] - y).mean()
-                )
-        return out
 
     def _report_energy(self, inference_j: float, learning_j: float, t: float, n: int) -> None:
         """Energy monitor update from either thread. A recalibration reports its learning

@@ -472,6 +472,7 @@ def test_a_worse_candidate_is_never_swapped_in(
 
     from regulator.meta.model import ChipModel
     from regulator.policy.model import parse_policy
+    from regulator.service import candidate as candidate_mod
     from regulator.service import runtime as runtime_mod
 
     pol = parse_policy(
@@ -516,7 +517,7 @@ def test_a_worse_candidate_is_never_swapped_in(
 
             return cand, Report()
 
-        monkeypatch.setattr(runtime_mod, "adapt", damaged_adapt)
+        monkeypatch.setattr(candidate_mod, "adapt", damaged_adapt)
         versions_before = [v.version for v in rt.registry.versions()]
         res = rt.recalibrate("http", "supervised", reason="test")
         assert calls == [n_cls]  # k_shot 1 per class went to adapt

@@ -37,7 +37,8 @@ def test_alert_action_follows_policy(tmp_path: Path, tiny_prior: Path) -> None:
     finally:
         rt.close()
     rt, _ = _runtime(
-        tmp_path / "c", tiny_prior,
+        tmp_path / "c",
+        tiny_prior,
         alerts={"action_label": "act", "allowed_actions": ["recalibrate_label_free"]},
     )
     try:
@@ -59,9 +60,7 @@ def _stream(rt: Runtime, clock: list[float], x: np.ndarray, start: int) -> int:
 
 
 def test_drift_episode_is_latched_and_detected_once(tmp_path: Path, tiny_prior: Path) -> None:
-    rt, clock = _runtime(
-        tmp_path, tiny_prior, monitors={"mean_samples_between_false_alarms": 1e6}
-    )
+    rt, clock = _runtime(tmp_path, tiny_prior, monitors={"mean_samples_between_false_alarms": 1e6})
     try:
         fam = make_family("nanosensor")
         rng = np.random.default_rng(0)
@@ -75,9 +74,10 @@ def test_drift_episode_is_latched_and_detected_once(tmp_path: Path, tiny_prior: 
         assert rt.detections[0]["sample"] > 150
         # The episode stays latched between the detector's own per-sample alarms.
         assert rt.signals(clock[0]).drift_detected
-        assert rt.metrics_registry.get_sample_value(
-            "regulator_drift_detected", {"device": "dev-test"}
-        ) == 1.0
+        assert (
+            rt.metrics_registry.get_sample_value("regulator_drift_detected", {"device": "dev-test"})
+            == 1.0
+        )
     finally:
         rt.close()
 
@@ -89,9 +89,14 @@ def test_quiet_spell_constant_is_sane() -> None:
 @pytest.mark.parametrize("allow", [True, False])
 def test_recalibration_waits_for_labels(tmp_path: Path, tiny_prior: Path, allow: bool) -> None:
     rt, clock = _runtime(
-        tmp_path, tiny_prior,
-        recalibration={"k_shot": 2, "holdout_per_class": 1, "max_per_hour": 60,
-                       "allow_label_free_fallback": allow},
+        tmp_path,
+        tiny_prior,
+        recalibration={
+            "k_shot": 2,
+            "holdout_per_class": 1,
+            "max_per_hour": 60,
+            "allow_label_free_fallback": allow,
+        },
     )
     try:
         fam = make_family("nanosensor")

@@ -1,0 +1,243 @@
+"""Building a recalibration candidate: the pure, heavy part of a recalibration.
+
+:func:`build_candidate` loads the serving model folder, adapts a clone (re-normalise on
+the new environment's unlabelled inputs, then the few shots; or label-free only),
+checks it against the serving model on held-out labels (or, without labels, on how
+in-distribution recent inputs look), calibrates the OOD monitor on the new
+environment, and writes the accepted candidate to a folder. It touches no daemon state,
+so it can run in the daemon's process (replay, tests) or in a worker process
+(:class:`ProcessCandidateRunner`), where its CPU work does not hold the daemon's GIL and
+so does not delay inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from regulator.chip.network import ChipInstance
+from regulator.chip.profiles import load_profile
+from regulator.errors import AdaptationError, InputError
+from regulator.meta.adapt import adapt
+from regulator.meta.model import ChipModel, ModelBundle
+from regulator.meta.train import calibrate
+
+log = logging.getLogger(__name__)
+
+MIN_RECENT = 20  # unlabelled inputs needed to re-normalise or to check without labels
+MIN_CALIBRATION = 40  # recent inputs needed to calibrate the OOD monitor on them alone
+
+
+@dataclass(frozen=True)
+class CandidateRequest:
+    """Everything a candidate is built from (arrays ``[n, C, L]``, labels ``[n]``)."""
+
+    model_dir: str
+    profile: str | None
+    seed: int
+    mode: str  # "supervised" | "label_free"
+    support_x: np.ndarray | None
+    support_y: np.ndarray | None
+    holdout_x: np.ndarray | None
+    holdout_y: np.ndarray | None
+    recent_x: np.ndarray
+    margin: float
+    out_dir: str
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """The verdict; ``folder`` holds the candidate model when ``accepted``."""
+
+    accepted: bool
+    reason: str
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    folder: str | None = None
+
+
+def _load(req: CandidateRequest) -> ModelBundle:
+    bundle = ModelBundle.load(req.model_dir)
+    if req.profile is not None and req.profile != bundle.profile.name:
+        bundle.profile = load_profile(req.profile)
+    return bundle
+
+
+def _score(bundle: ModelBundle, x: np.ndarray, y: np.ndarray, seed: int) -> float:
+    with torch.no_grad():
+        pred = ChipModel(bundle, seed=seed).predict(x)
+    if bundle.kind == "classification":
+        return float((pred.labels == y).mean())
+    return float(np.abs(np.asarray(pred.labels).reshape(len(y), -1)[:, 0] - y).mean())
+
+
+def _ood_check(
+    serving: ModelBundle, candidate: ModelBundle, recent: np.ndarray, seed: int
+) -> tuple[bool, str]:
+    """Without held-out labels: accept only if recent inputs look more in-distribution to
+    the candidate than to the serving model (mean p-value, serving's calibration)."""
+    from regulator.monitor.ood import CalibratedScorer
+
+    if len(recent) < MIN_RECENT:
+        return False, "no held-out labels and too few recent samples to check"
+    ref = serving.calibration.get("ood")
+    if not ref:
+        return False, "no held-out labels and no OOD calibration to check against"
+    scorer = CalibratedScorer.from_dict(ref)
+    with torch.no_grad():
+        ps = ChipModel(serving, seed=seed).predict(recent)
+        pc = ChipModel(candidate, seed=seed).predict(recent)
+    p_s = float(np.mean(scorer.p_values(ps.hidden_counts, ps.outputs)))
+    p_c = float(np.mean(scorer.p_values(pc.hidden_counts, pc.outputs)))
+    why = f"no held-out labels; mean OOD p-value on recent inputs {p_c:.3f} vs serving {p_s:.3f}"
+    return p_c > p_s, why
+
+
+def build_candidate(req: CandidateRequest) -> CandidateResult:
+    """Adapt, check and (if accepted) write a candidate; see the module docstring."""
+    from regulator.meta.labelfree import recalibrate_label_free
+
+    serving = _load(req)
+    chip = ChipInstance.create(serving.profile, serving.cfg, req.seed)
+    recent = np.asarray(req.recent_x, dtype=np.float32)
+    cost: dict[str, Any]
+    if req.mode == "supervised":
+        if req.support_x is None or req.support_y is None or len(req.support_x) == 0:
+            raise InputError("a supervised recalibration needs labelled support samples")
+        start, lf_j = serving, 0.0
+        if len(recent) >= MIN_RECENT:
+            # Re-normalise on unlabelled inputs of the new environment first; the few
+            # shots then only have to fix what normalisation cannot.
+            start, lf = recalibrate_label_free(serving, recent, chip)
+            lf_j = float(lf.to_dict().get("learning_energy_j", 0.0))
+        candidate, report = adapt(start, req.support_x, req.support_y, chip)
+        cost = report.to_dict()
+        cost["label_free_energy_j"] = lf_j
+        cost["learning_energy_j"] = float(cost["learning_energy_j"]) + lf_j
+        cost["renormalised_on"] = len(recent)
+    else:
+        if len(recent) < MIN_RECENT:
+            raise InputError(
+                f"label-free recalibration needs >= {MIN_RECENT} recent samples, have {len(recent)}"
+            )
+        candidate, lf = recalibrate_label_free(serving, recent, chip)
+        cost = lf.to_dict()
+    evaluation: dict[str, Any] = {"n_holdout": 0}
+    if req.holdout_x is not None and req.holdout_y is not None and len(req.holdout_x):
+        base = _score(serving, req.holdout_x, req.holdout_y, req.seed)
+        cand = _score(candidate, req.holdout_x, req.holdout_y, req.seed)
+        evaluation = {"n_holdout": len(req.holdout_x), "serving": base, "candidate": cand}
+        m = req.margin
+        if serving.kind == "classification":
+            ok = cand >= base - m
+            why = f"held-out accuracy {cand:.3f} vs serving {base:.3f} (margin {m})"
+        else:
+            ok = cand <= base + m
+            why = f"held-out error {cand:.4f} vs serving {base:.4f} (margin {m})"
+    else:
+        ok, why = _ood_check(serving, candidate, recent, req.seed)
+    if not ok:
+        return CandidateResult(False, why, evaluation, cost)
+    # Calibrate the OOD monitor on the new environment before the candidate serves.
+    if len(recent) >= MIN_CALIBRATION:
+        calib_x = recent
+    else:
+        parts = [a for a in (req.support_x, req.holdout_x) if a is not None and len(a)]
+        calib_x = np.concatenate(parts) if parts else recent
+    candidate.calibration = {**candidate.calibration, **calibrate(candidate, calib_x, req.seed)}
+    folder = Path(req.out_dir) / "model"
+    candidate.save(folder)
+    return CandidateResult(True, why, evaluation, cost, str(folder))
+
+
+CandidateRunner = Callable[[CandidateRequest, float], CandidateResult]
+
+
+def run_inline(req: CandidateRequest, timeout_s: float) -> CandidateResult:
+    """Build the candidate in this process (replay, tests)."""
+    return build_candidate(req)
+
+
+def _worker_init(parent: int) -> None:
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    # Ctrl-C in a terminal reaches the whole process group: the daemon decides when the
+    # worker stops, not the keyboard.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Adaptation yields the CPU to inference.
+    os.nice(5)
+    # If the daemon dies (kill -9), nothing would tell this worker: leave with it.
+    # (``parent`` comes from the daemon: it may already be gone while we import.)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(1.0)
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+class ProcessCandidateRunner:
+    """Builds candidates in one worker process, with a timeout that kills it."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _ensure(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+    def warm(self, timeout_s: float = 120.0) -> int:
+        """Start the worker now (imports take seconds), so the first recalibration
+        does not pay for them; returns its pid."""
+        return int(self._ensure().submit(_ping).result(timeout=timeout_s))
+
+    def __call__(self, req: CandidateRequest, timeout_s: float) -> CandidateResult:
+        pool = self._ensure()
+        fut = pool.submit(build_candidate, req)
+        try:
+            return fut.result(timeout=timeout_s)
+        except FutureTimeout:
+            self.close(kill=True)
+            raise AdaptationError(
+                f"recalibration worker timed out after {timeout_s:.0f} s"
+            ) from None
+        except BrokenProcessPool:
+            self.close(kill=True)
+            raise AdaptationError("recalibration worker died") from None
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker (``kill``: at once, abandoning its job)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if kill:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+        pool.shutdown(wait=not kill, cancel_futures=True)

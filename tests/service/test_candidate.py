@@ -1,0 +1,71 @@
+"""Candidate building, in this process and in the worker process the daemon uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regulator.errors import AdaptationError
+from regulator.meta.model import ModelBundle
+from regulator.service.candidate import (
+    CandidateRequest,
+    ProcessCandidateRunner,
+    build_candidate,
+)
+from regulator.tasks.base import make_family
+
+
+def _request(prior: Path, out: Path, margin: float = 1.0) -> CandidateRequest:
+    fam = make_family("nanosensor")
+    rng = np.random.default_rng(3)
+    env = fam.environment_from_seed(7)
+    sx, sy = fam.sample(env, 15, rng, classes=np.repeat(np.arange(5), 3))
+    hx, hy = fam.sample(env, 10, rng, classes=np.repeat(np.arange(5), 2))
+    recent, _ = fam.sample(env, 60, rng)
+    return CandidateRequest(
+        model_dir=str(prior),
+        profile="loihi",
+        seed=0,
+        mode="supervised",
+        support_x=sx,
+        support_y=sy,
+        holdout_x=hx,
+        holdout_y=hy,
+        recent_x=recent,
+        margin=margin,
+        out_dir=str(out),
+    )
+
+
+def test_inline_candidate_is_written_and_loads(tiny_prior: Path, tmp_path: Path) -> None:
+    res = build_candidate(_request(tiny_prior, tmp_path))  # margin 1: always accepted
+    assert res.accepted and res.folder is not None
+    assert res.evaluation["n_holdout"] == 10
+    assert res.cost["weight_writes"] > 0 and res.cost["learning_energy_j"] > 0
+    cand = ModelBundle.load(res.folder)  # checksums verified
+    assert cand.calibration["ood"]  # recalibrated on the new environment
+    # The serving folder is untouched.
+    ModelBundle.load(tiny_prior)
+
+
+def test_margin_rejects_without_writing(tiny_prior: Path, tmp_path: Path) -> None:
+    res = build_candidate(_request(tiny_prior, tmp_path, margin=-2.0))  # impossible bar
+    assert not res.accepted and res.folder is None
+    assert not (tmp_path / "model").exists()
+
+
+def test_worker_process_builds_and_times_out(tiny_prior: Path, tmp_path: Path) -> None:
+    runner = ProcessCandidateRunner()
+    try:
+        assert runner.warm() > 0
+        res = runner(_request(tiny_prior, tmp_path / "a"), 120.0)
+        assert res.accepted and res.folder is not None and Path(res.folder).is_dir()
+        with pytest.raises(AdaptationError, match="timed out"):
+            runner(_request(tiny_prior, tmp_path / "b"), 0.001)
+        # A fresh worker takes over after the timeout killed the old one.
+        res = runner(_request(tiny_prior, tmp_path / "c"), 120.0)
+        assert res.accepted
+    finally:
+        runner.close(kill=True)
