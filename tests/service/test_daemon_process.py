@@ -212,7 +212,8 @@ def test_alertmanager_webhook_schedules_a_recalibration(shared: DaemonProcess) -
     assert recs[0]["fields"]["outcome"] in ("accepted", "rejected", "skipped", "failed")
     assert shared.metric("regulator_recalibrations_total", trigger="alert") >= 1
     alerts = [e["fields"] for e in shared.events() if e["kind"] == "alert"]
-    assert {"fingerprint": "fp-accuracy-1", "action": "recalibrate_supervised"}.items() <= alerts[-1].items()
+    expected = {"fingerprint": "fp-accuracy-1", "action": "recalibrate_supervised"}
+    assert expected.items() <= alerts[-1].items()
     assert any(a["fingerprint"] == "fp-resolved" and a["action"] == "ignored" for a in alerts)
     last = shared.client.get("/v1/status").json()["last_recalibrations"]
     assert any(r["trigger"] == "alert" for r in last)
