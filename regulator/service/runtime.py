@@ -237,46 +237,84 @@ class Runtime:
 
         Raises InputError for a sample that cannot be served (counted as rejected).
         """
-        t_now = self.clock() if t is None else t
+        out = self.process_batch([(sample_id, x)], t)[0]
+        if isinstance(out, InputError):
+            raise out
+        return out
+
+    def _check_sample(self, x: np.ndarray) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float32)
-        serving = self._serving
-        try:
-            if arr.ndim == 1:
-                arr = arr[:, None]
-            if arr.ndim != 2:
-                raise InputError(f"a sample must be [C, L] or [C], got shape {list(arr.shape)}")
-            t0 = time.perf_counter()
-            pred = serving.model.predict(arr[None])
-            dt = time.perf_counter() - t0
-        except InputError as err:
-            reason = "nonfinite" if "NaN" in str(err) else "shape"
-            self.metrics.samples_rejected.labels(reason=reason).inc()
-            raise
-        self.n_samples += 1
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        task = self._serving.bundle.task
+        n_ch, length = task.get("n_channels"), task.get("length")
+        if arr.ndim != 2 or (n_ch is not None and arr.shape[0] != int(n_ch)):
+            raise InputError(f"a sample must be [{n_ch}, L] or [{n_ch}], got {list(arr.shape)}")
+        if length is not None and arr.shape[1] != int(length):
+            raise InputError(f"a sample must have {length} time points, got {arr.shape[1]}")
+        if not np.isfinite(arr).all():
+            raise InputError("sample holds NaN or infinite values")
+        return arr
+
+    def process_batch(
+        self, items: list[tuple[str, np.ndarray]], t: float | None = None
+    ) -> list[dict[str, Any] | InputError]:
+        """Serve samples together (one chip forward): one result per item, in order, or
+        the InputError that rejected it (counted, the others still served)."""
+        t_now = self.clock() if t is None else t
         m = self.metrics
-        m.samples.inc()
-        m.inference_seconds.observe(dt)
+        results: list[dict[str, Any] | InputError] = []
+        ids: list[str] = []
+        arrs: list[np.ndarray] = []
+        slots: list[int] = []
+        for sid, x in items:
+            try:
+                arrs.append(self._check_sample(x))
+            except InputError as err:
+                reason = "nonfinite" if "NaN" in str(err) else "shape"
+                m.samples_rejected.labels(reason=reason).inc()
+                results.append(err)
+                continue
+            ids.append(sid)
+            slots.append(len(results))
+            results.append({})  # filled below
+        if not arrs:
+            return results
+        serving = self._serving
+        t0 = time.perf_counter()
+        pred = serving.model.predict(np.stack(arrs))
+        dt = time.perf_counter() - t0
+        n = len(arrs)
+        n_before = self.n_samples
+        self.n_samples += n
+        m.samples.inc(n)
+        for _ in range(n):
+            m.inference_seconds.observe(dt / n)  # per-sample share of the batch forward
         tel = pred.telemetry
         m.synaptic_ops.inc(tel.synaptic_ops)
         m.energy.labels(phase="inference").inc(pred.energy_j)
         m.dense_ann_energy.inc(pred.dense_ann_j)
-        self._report_energy(pred.energy_j, 0.0, t_now, 1)
+        self._report_energy(pred.energy_j, 0.0, t_now, n)
         self.density.update(tel)
+        alarms0 = serving.ood.n_alarms
         serving.ood.update(pred.hidden_counts, pred.outputs)
         p_vals = serving.ood.p_values
         if p_vals:
             m.ood_score.set(p_vals[-1])
-        alarm = serving.ood.drift_detected
-        if alarm and not self._alarm_on:
-            m.drift_alarms.inc()
-            quiet = self.n_samples - self._last_alarm_sample > QUIET_SAMPLES
+        new_alarms = serving.ood.n_alarms - alarms0
+        if new_alarms > 0:
+            m.drift_alarms.inc(new_alarms)
+            first = tuple(getattr(serving.ood.detector, "alarm_indices", ()))
+            pos = (first[0] - (serving.ood.n_seen - n)) if first else n - 1
+            sample_no = n_before + 1 + max(0, min(n - 1, pos))
+            quiet = sample_no - self._last_alarm_sample > QUIET_SAMPLES
             if self._drift_since is None or quiet:
                 # A detection: the first alarm after a swap or after a quiet spell. It
                 # (re)starts the drift episode, so labels from here on are "post-shift".
                 self._drift_since = t_now
                 det: dict[str, Any] = {
                     "t_s": t_now,
-                    "sample": self.n_samples,
+                    "sample": sample_no,
                     "version": serving.version,
                 }
                 self.detections.append(det)
@@ -289,26 +327,31 @@ class Runtime:
             # Long quiet: the environment came back to what the model knows.
             self._drift_since = None
             self.state.events.append("drift_cleared", sample=self.n_samples)
-        self._alarm_on = alarm
+        self._alarm_on = serving.ood.drift_detected
         # Latched for the whole episode (first alarm until the next swap): the detector's
         # own flag is per-sample (CUSUM restarts after each alarm) and would flicker
         # between scrapes, so `regulator_drift_detected == 1` could never hold `for:`.
         m.drift_detected.set(1.0 if self._drift_since is not None else 0.0)
-        label = pred.labels[0]
-        y_pred = int(label) if serving.bundle.kind == "classification" else float(label)
-        self.accuracy.record([sample_id], np.asarray([y_pred]))
+        classify = serving.bundle.kind == "classification"
+        preds = [
+            int(v) if classify else float(v) for v in np.asarray(pred.labels).reshape(n, -1)[:, 0]
+        ]
+        self.accuracy.record(ids, np.asarray(preds))
         with self._lock:
-            self._recent[sample_id] = (arr, t_now)
+            for sid, arr in zip(ids, arrs, strict=True):
+                self._recent[sid] = (arr, t_now)
+                self._recent_unlabelled.append((arr, t_now))
             while len(self._recent) > RECENT_SAMPLES:
                 self._recent.popitem(last=False)
-            self._recent_unlabelled.append((arr, t_now))
-        return {
-            "sample_id": sample_id,
-            "prediction": y_pred,
-            "outputs": pred.outputs[0].tolist(),
-            "ood_p_value": p_vals[-1] if p_vals else None,
-            "version": serving.version,
-        }
+        for k, (slot, sid) in enumerate(zip(slots, ids, strict=True)):
+            results[slot] = {
+                "sample_id": sid,
+                "prediction": preds[k],
+                "outputs": pred.outputs[k].tolist(),
+                "ood_p_value": p_vals[k] if k < len(p_vals) else None,
+                "version": serving.version,
+            }
+        return results
 
     # -- labels ---------------------------------------------------------------------------
 
