@@ -26,7 +26,20 @@ from regulator.meta.plasticity import pre_trace, three_factor_update
 from regulator.meta.readout import li_kernel, readout_features
 from regulator.meta.writes import commit_update
 
-SCOPES = ("readout", "all")
+SCOPES = ("readout", "input", "all")
+"""What the inner loop adapts.
+
+- ``readout``: the readout's weights and biases (one chip forward, then cheap steps).
+- ``input``: the readout plus an input calibration stage: a gain and an offset per
+  input channel (``input.gain``, ``input.offset``), folded into the first layer on the
+  chip (its weight columns scaled by the gain, its bias shifted by ``W @ offset``), so
+  sensor gain and offset drift is undone where it enters. Gradients reach the input
+  stage by backpropagation through time over the support forward (each inner step is
+  one chip forward of the support set).
+- ``all``: every network parameter.
+"""
+
+INPUT_PARAMS = ("input.gain", "input.offset")
 
 
 def task_loss(
@@ -56,6 +69,122 @@ def metric(kind: str, outputs: torch.Tensor, y: torch.Tensor) -> float:
     if kind == "classification":
         return float((outputs.argmax(1) == y.long()).float().mean())
     return float((outputs - y.reshape(outputs.shape[0], -1)).abs().mean())
+
+
+def input_start(network: SpikingNetwork) -> Params:
+    """Start of the ``input`` scope's inner loop: identity input stage, current readout."""
+    n_in = network.cfg.n_inputs
+    w = network.readout.weight
+    return {
+        "input.gain": torch.ones(n_in, dtype=w.dtype),
+        "input.offset": torch.zeros(n_in, dtype=w.dtype),
+        "readout.weight": w.detach().clone(),
+        "readout.bias": network.readout.bias.detach().clone(),
+    }
+
+
+def fold_input(base: dict[str, torch.Tensor], params: Params) -> dict[str, torch.Tensor]:
+    """Network parameters with the input stage of ``params`` folded into layer 0.
+
+    ``x' = gain * x + offset`` feeding ``W x' + b`` is ``(W diag(gain)) x + (b + W
+    offset)``: the chip keeps its structure, only layer 0's weights and biases change.
+    ``base`` holds the network's parameters (layer 0 at least); other entries of
+    ``params`` (the readout) override ``base``'s.
+    """
+    w0, b0 = base["layers.0.weight"], base["layers.0.bias"]
+    out = dict(base)
+    out["layers.0.weight"] = w0 * params["input.gain"][None, :]
+    out["layers.0.bias"] = b0 + w0 @ params["input.offset"]
+    for k, v in params.items():
+        if k not in INPUT_PARAMS:
+            out[k] = v
+    return out
+
+
+def masked_loss(
+    kind: str, outputs: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The task loss, over the samples where ``mask`` is 1 (all without a mask)."""
+    if mask is None:
+        return task_loss(kind, outputs, y)
+    per = task_loss(kind, outputs, y, reduce=False)
+    return (per * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class InputProblem:
+    """The ``input`` scope's adaptation problem on one support set (pure in params).
+
+    ``base`` are the body's parameters (tensors; gradients flow to them when meta-
+    training differentiates the query loss). Each loss evaluation is a chip forward.
+    """
+
+    def __init__(
+        self,
+        network: SpikingNetwork,
+        chip: ChipInstance | None,
+        inp: torch.Tensor,
+        y: torch.Tensor,
+        kind: str,
+        input_is_spikes: bool,
+        base: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.network = network
+        self.chip = chip
+        self.inp = inp
+        self.y = y
+        self.kind = kind
+        self.input_is_spikes = input_is_spikes
+        self.base: dict[str, torch.Tensor] = (
+            base if base is not None else dict(network.named_parameters())
+        )
+        self.forwards = 0
+
+    def run(self, params: Params, inp: torch.Tensor | None = None) -> NetOutput:
+        self.forwards += 1
+        return functional_call(
+            self.network,
+            fold_input(self.base, params),
+            (self.inp if inp is None else inp, self.chip),
+            {"input_is_spikes": self.input_is_spikes},
+        )
+
+    def outputs(self, params: Params, inp: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run(params, inp).outputs
+
+    def loss(self, params: Params, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return masked_loss(self.kind, self.outputs(params), self.y, mask)
+
+
+def adapt_input(
+    algo: Algorithm,
+    problem: InputProblem,
+    params: Params,
+    meta: dict[str, torch.Tensor],
+    steps: int,
+    create_graph: bool,
+    event_threshold: float | None = None,
+) -> tuple[Params, int]:
+    """Adapted input stage and readout, and the per-sample updates skipped (as
+    :func:`adapt_readout`)."""
+    if algo.name == "plasticity":
+        raise ConfigError("the plasticity rule adapts the readout only (scope 'readout')")
+    skipped = 0
+    n = problem.y.shape[0]
+    for _ in range(steps):
+        mask = None
+        if event_threshold is not None:
+            with torch.no_grad():
+                err = sample_errors(problem.kind, problem.outputs(params), problem.y)
+            mask = (err > event_threshold).to(torch.float32)
+            skipped += int(n - mask.sum())
+            if mask.sum() == 0:
+                continue
+
+        def loss_fn(p: Params, m: torch.Tensor | None = mask) -> torch.Tensor:
+            return problem.loss(p, m)
+
+        params = algo.autograd_step(params, loss_fn, meta, create_graph)
+    return params, skipped
 
 
 class ReadoutProblem:
@@ -122,6 +251,7 @@ def adapt_readout(
         if algo.name == "plasticity":
             params = _plasticity_step(problem, params, meta, mask)
         else:
+
             def loss_fn(p: Params, m: torch.Tensor | None = mask) -> torch.Tensor:
                 return problem.loss(p, m)
 
@@ -158,8 +288,9 @@ def _plasticity_step(
 class AdaptationReport:
     """What one deployment adaptation did and cost.
 
-    ``learning_energy_j`` counts the support forward on the chip plus every weight
-    write (``weight_writes`` x the profile's synaptic-update energy).
+    ``learning_energy_j`` counts the support forwards on the chip (``support_forwards``:
+    one for the readout scope, one more per inner step for the ``input`` scope) plus
+    every weight write (``weight_writes`` x the profile's synaptic-update energy).
     """
 
     algorithm: str
@@ -171,6 +302,7 @@ class AdaptationReport:
     skipped_updates: int
     write_energy_j: float
     support_energy_j: float
+    support_forwards: int = 1
 
     @property
     def learning_energy_j(self) -> float:
@@ -237,6 +369,7 @@ def adapt(
         out = new.network(inp, chip, input_is_spikes=new.encoder.spiking)
     support_j = energy.energy(out.telemetry).inference_j
     skipped = 0
+    forwards = 1
     if scope == "readout":
         problem = ReadoutProblem(new.network, chip, out, y, new.kind)
         start = {
@@ -248,6 +381,20 @@ def adapt(
         adapted, skipped = adapt_readout(
             algo, problem, start, meta, n_steps, False, event_threshold
         )
+    elif scope == "input":
+        base = {k: v.detach().clone() for k, v in new.network.named_parameters()}
+        iproblem = InputProblem(new.network, chip, inp, y, new.kind, new.encoder.spiking, base=base)
+        start = input_start(new.network)
+        if algo.name == "metasgd" and not all(f"lr.{k}" in meta for k in start):
+            raise AdaptationError("metasgd bundle lacks learned rates for the input scope")
+        adapted, skipped = adapt_input(algo, iproblem, start, meta, n_steps, False, event_threshold)
+        # Each inner step ran the support set through the chip once more.
+        forwards += iproblem.forwards
+        adapted = {
+            k: v
+            for k, v in fold_input(base, adapted).items()
+            if k.startswith(("layers.0.", "readout."))
+        }
     else:
         if algo.name == "plasticity":
             raise ConfigError("the plasticity rule adapts the readout only (scope 'readout')")
@@ -280,6 +427,7 @@ def adapt(
         weight_writes=writes,
         skipped_updates=skipped,
         write_energy_j=energy.learning_energy_j(writes),
-        support_energy_j=support_j,
+        support_energy_j=support_j * forwards,
+        support_forwards=forwards,
     )
     return new, report

@@ -54,7 +54,29 @@ class Algorithm(ABC):
         grads = grad(loss_fn)(params)
         if not (create_graph and self.second_order):
             grads = {k: g.detach() for k, g in grads.items()}
+        return self.apply(params, grads, meta)
+
+    def apply(
+        self, params: Params, grads: Mapping[str, torch.Tensor], meta: dict[str, torch.Tensor]
+    ) -> Params:
+        """The step from ``params`` along ``grads`` at this algorithm's rates."""
         return {k: p - self.rate(meta, k) * grads[k] for k, p in params.items()}
+
+    def autograd_step(
+        self, params: Params, loss_fn: LossFn, meta: dict[str, torch.Tensor], create_graph: bool
+    ) -> Params:
+        """:meth:`step` with ``torch.autograd.grad`` for the inner gradient: the same
+        update, faster through the network's surrogate spike function (custom autograd
+        functions are slow under ``torch.func`` transforms)."""
+        leaves = {
+            k: p if p.requires_grad else p.detach().requires_grad_(True) for k, p in params.items()
+        }
+        with torch.enable_grad():
+            loss = loss_fn(leaves)
+            second = create_graph and self.second_order
+            gs = torch.autograd.grad(loss, list(leaves.values()), create_graph=second)
+        grads = {k: g if second else g.detach() for k, g in zip(leaves, gs, strict=True)}
+        return self.apply(leaves if second else params, grads, meta)
 
     def adapt(
         self,

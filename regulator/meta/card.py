@@ -25,7 +25,7 @@ _ROW_NAMES = {
     "meta": "meta prior, adapted",
     "plasticity": "meta prior, three-factor plasticity rule",
     "joint_finetune": "joint training, then SGD fine-tune",
-    "scratch": "from scratch (random body, SGD readout)",
+    "scratch": "from scratch (random body, SGD fine-tune)",
     "no_adaptation": "no adaptation",
     "meta_train_envs": "meta prior, adapted, training environments",
     "labelfree": "label-free re-normalisation",
@@ -166,9 +166,11 @@ def render_card(
             "",
             f"{kshot['n_tasks']} tasks per K, {kshot['n_query']} query samples each, seed "
             f"{kshot['seed']}; held-out environment seeds >= {kshot['heldout_seed_base']} "
-            "(never drawn in training). Baselines adapt the readout with plain SGD, "
+            "(never drawn in training). Baselines adapt the same parameters as the prior "
+            f"(scope `{kshot.get('baseline_scope', 'readout')}`) with plain SGD, "
             f"{kshot['baseline_steps']} steps, rate chosen on training environments "
-            f"({kshot['baseline_sgd_lr']}). All rows measured in one run.",
+            f"({kshot['baseline_sgd_lr']}), never on held-out ones; same shots, same chip "
+            "instances. All rows measured in one run.",
             "",
             kshot_markdown(kshot),
             "",

@@ -44,6 +44,9 @@ HELDOUT_SEED_BASE = 2**31
 SGD_LRS = (0.3, 1.0, 3.0)
 """Plain-SGD readout rates tried for the baselines (chosen on training environments)."""
 
+SGD_LRS_INPUT = (0.03, 0.1, 0.3, 1.0)
+"""Plain-SGD rates tried for baselines that adapt the input stage and the readout."""
+
 __all__ = [
     "HELDOUT_SEED_BASE",
     "evaluate",
@@ -85,13 +88,13 @@ def family_for(bundle: ModelBundle, root: str | Path | None = None) -> TaskFamil
     return make_family(str(bundle.task["family"]), **cfg)
 
 
-def sgd_bundle(bundle: ModelBundle, lr: float, steps: int) -> ModelBundle:
-    """A clone whose adaptation is plain SGD on the readout (the baselines' inner loop)."""
+def sgd_bundle(bundle: ModelBundle, lr: float, steps: int, scope: str = "readout") -> ModelBundle:
+    """A clone whose adaptation is plain SGD on ``scope`` (the baselines' inner loop)."""
     b = bundle.clone()
     b.meta = {
         **b.meta,
         "algorithm": "fomaml",
-        "scope": "readout",
+        "scope": scope,
         "inner_steps": steps,
         "inner_lr": lr,
     }
@@ -160,17 +163,25 @@ def train_joint(
 
 
 def _tune_sgd(
-    bundle: ModelBundle, family: TaskFamily, steps: int, k: int, seed: int, n_tasks: int = 4
+    bundle: ModelBundle,
+    family: TaskFamily,
+    steps: int,
+    k: int,
+    seed: int,
+    n_tasks: int = 4,
+    scope: str = "readout",
 ) -> float:
-    """The plain-SGD readout rate that does best on training-distribution tasks."""
+    """The plain-SGD rate on ``scope`` that does best on training-distribution tasks
+    (never on held-out environments)."""
     rng = np.random.default_rng([seed, 0x7E5])
     tasks = []
     for _ in range(n_tasks):
         env = family.environment_from_seed(int(rng.integers(0, 2**31 - 1)))
         tasks.append((family.episode(env, k, 40, rng), int(rng.integers(0, 2**31 - 1))))
-    best, best_lr = -math.inf, SGD_LRS[0]
-    for lr in SGD_LRS:
-        cand = sgd_bundle(bundle, lr, steps)
+    lrs = SGD_LRS_INPUT if scope == "input" else SGD_LRS
+    best, best_lr = -math.inf, lrs[0]
+    for lr in lrs:
+        cand = sgd_bundle(bundle, lr, steps, scope)
         scores = []
         for ep, cs in tasks:
             chip = ChipInstance.create(bundle.profile, bundle.cfg, cs)
@@ -242,13 +253,17 @@ def evaluate(
     tuned: dict[str, float] = {}
     if plasticity is not None:
         peers["plasticity"] = plasticity
+    # The baselines fine-tune the same parameters the prior adapts.
+    scope = str(bundle.meta.get("scope", "readout"))
+    if scope == "all":
+        scope = "readout"
     if joint is not None:
-        tuned["joint_finetune"] = _tune_sgd(joint, fam, baseline_steps, k_tune, seed)
-        peers["joint_finetune"] = sgd_bundle(joint, tuned["joint_finetune"], baseline_steps)
+        tuned["joint_finetune"] = _tune_sgd(joint, fam, baseline_steps, k_tune, seed, scope=scope)
+        peers["joint_finetune"] = sgd_bundle(joint, tuned["joint_finetune"], baseline_steps, scope)
     scratch = bundle.clone()
     scratch.network = SpikingNetwork(bundle.cfg, init_seed=seed + 12345)
-    tuned["scratch"] = _tune_sgd(scratch, fam, baseline_steps, k_tune, seed)
-    peers["scratch"] = sgd_bundle(scratch, tuned["scratch"], baseline_steps)
+    tuned["scratch"] = _tune_sgd(scratch, fam, baseline_steps, k_tune, seed, scope=scope)
+    peers["scratch"] = sgd_bundle(scratch, tuned["scratch"], baseline_steps, scope)
     e_inf = float(bundle.calibration.get("energy_per_inference_j", 0.0))
     table: dict[str, Any] = {}
     train_seeds = [int(s) for s in bundle.meta.get("train_env_seeds", [])]
@@ -290,6 +305,7 @@ def evaluate(
         "seed": seed,
         "heldout_seed_base": HELDOUT_SEED_BASE,
         "baseline_steps": baseline_steps,
+        "baseline_scope": scope,
         "baseline_sgd_lr": tuned,
         "energy_per_inference_j": e_inf,
         "table": table,

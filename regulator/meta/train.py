@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,16 @@ from regulator.chip.encoders import make_encoder
 from regulator.chip.network import ChipInstance, NetOutput, NetworkConfig, SpikingNetwork
 from regulator.chip.profiles import load_profile
 from regulator.errors import ConfigError
-from regulator.meta.adapt import ReadoutProblem, adapt_readout, metric, task_loss
+from regulator.meta.adapt import (
+    INPUT_PARAMS,
+    InputProblem,
+    ReadoutProblem,
+    adapt_input,
+    adapt_readout,
+    input_start,
+    metric,
+    task_loss,
+)
 from regulator.meta.algorithms import make_algorithm
 from regulator.meta.model import ModelBundle
 from regulator.tasks.base import TaskFamily, make_family
@@ -43,7 +53,7 @@ class TrainConfig(BaseModel):
     family_config: dict[str, Any] = Field(default_factory=dict)
     profile: str = "loihi"
     algorithm: str = "metasgd"
-    scope: Literal["readout", "all"] = "readout"
+    scope: Literal["readout", "input", "all"] = "readout"
     hidden: tuple[int, ...] = (64,)
     recurrent: bool = False
     n_steps: int = Field(32, gt=0)
@@ -56,8 +66,13 @@ class TrainConfig(BaseModel):
     k_shot: int = Field(5, gt=0)
     n_query: int = Field(30, gt=0)
     inner_steps: int = Field(5, ge=0)
+    deploy_inner_steps: int | None = Field(None, ge=0)
     inner_lr: float = Field(0.5, gt=0)
+    input_lr: float = Field(0.05, gt=0)
     outer_lr: float = Field(3e-3, gt=0)
+    meta_lr: float | None = Field(None, gt=0)
+    pretrain_steps: int = Field(0, ge=0)
+    pretrain_groups: int = Field(4, gt=0)
     seed: int = 0
     checkpoint_every: int = Field(25, gt=0)
 
@@ -97,14 +112,22 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     )
     net = SpikingNetwork(net_cfg, init_seed=cfg.seed)
     algo = make_algorithm(cfg.algorithm)
-    adapt_params = (
-        {k: v for k, v in net.named_parameters() if k.startswith("readout.")}
-        if cfg.scope == "readout"
-        else dict(net.named_parameters())
-    )
-    meta = {
-        k: v.requires_grad_(True) for k, v in algo.init_meta(adapt_params, cfg.inner_lr).items()
-    }
+    if cfg.scope == "input" and algo.name in ("reptile", "plasticity"):
+        raise ConfigError(f"scope 'input' needs a gradient rule, not {algo.name!r}")
+    adapt_params: dict[str, torch.Tensor]
+    if cfg.scope == "readout":
+        adapt_params = {k: v for k, v in net.named_parameters() if k.startswith("readout.")}
+    elif cfg.scope == "input":
+        adapt_params = input_start(net)
+    else:
+        adapt_params = dict(net.named_parameters())
+    meta = algo.init_meta(adapt_params, cfg.inner_lr)
+    if algo.name == "metasgd":
+        # The input stage starts with its own rate (gains and offsets are few and strong).
+        for k in INPUT_PARAMS:
+            if f"lr.{k}" in meta:
+                meta[f"lr.{k}"].fill_(math.log(cfg.input_lr))
+    meta = {k: v.requires_grad_(True) for k, v in meta.items()}
     bundle = ModelBundle(
         network=net,
         encoder=encoder,
@@ -121,12 +144,19 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         meta={
             "algorithm": cfg.algorithm,
             "scope": cfg.scope,
-            "inner_steps": cfg.inner_steps,
+            "inner_steps": cfg.deploy_inner_steps
+            if cfg.deploy_inner_steps is not None
+            else cfg.inner_steps,
             "inner_lr": cfg.inner_lr,
         },
+        # (scope "input": gains and offsets per input channel, folded into layer 0)
         meta_tensors=meta,
     )
-    opt = torch.optim.Adam([*net.parameters(), *meta.values()], lr=cfg.outer_lr)
+    groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
+    if meta:
+        # Learned inner rates may move faster than the weights (meta_lr).
+        groups.append({"params": list(meta.values()), "lr": cfg.meta_lr or cfg.outer_lr})
+    opt = torch.optim.Adam(groups, lr=cfg.outer_lr)
     return Trainer(cfg, family, bundle, opt, rng, 0, [])
 
 
@@ -136,6 +166,8 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
     env = fam.environment_from_seed(env_seed)
     chip = ChipInstance.create(b.profile, b.cfg, chip_seed)
     ep = fam.episode(env, cfg.k_shot, cfg.n_query, tr.rng)
+    if cfg.scope == "input":
+        return _input_task_step(tr, ep, chip)
     x = np.concatenate([ep.support_x, ep.query_x])
     ns = len(ep.support_x)
     inp = b.encode(x, chip.generator)
@@ -150,7 +182,9 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
     start = {"readout.weight": b.network.readout.weight, "readout.bias": b.network.readout.bias}
     algo = make_algorithm(cfg.algorithm)
     if cfg.scope != "readout":
-        raise ConfigError("meta-training supports scope 'readout'; 'all' adapts at deployment only")
+        raise ConfigError(
+            "meta-training supports scopes 'readout' and 'input'; 'all' adapts at deployment only"
+        )
     if algo.name == "reptile":
         # Reptile: adapt on support and query together, first order; the outer step on
         # the readout pulls its start toward the adapted point, and the body learns from
@@ -177,6 +211,46 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
     return loss, metric(b.kind, q_out.detach(), yq)
 
 
+def _input_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tensor, float]:
+    """Query loss after adapting the input stage and the readout (BPTT over the support
+    forward inside; first order in the inner gradients, exact in the rates)."""
+    cfg, b = tr.cfg, tr.bundle
+    algo = make_algorithm(cfg.algorithm)
+    spiking = b.encoder.spiking
+    inp_s = b.encode(ep.support_x, chip.generator)
+    inp_q = b.encode(ep.query_x, chip.generator)
+    ys = torch.as_tensor(ep.support_y)
+    yq = torch.as_tensor(ep.query_y)
+    problem = InputProblem(b.network, chip, inp_s, ys, b.kind, spiking)
+    start = input_start(b.network)
+    start["readout.weight"] = b.network.readout.weight
+    start["readout.bias"] = b.network.readout.bias
+    adapted, _ = adapt_input(algo, problem, start, b.meta_tensors, cfg.inner_steps, True)
+    q_out = problem.outputs(adapted, inp_q)
+    return task_loss(b.kind, q_out, yq), metric(b.kind, q_out.detach(), yq)
+
+
+def _joint_step(tr: Trainer) -> tuple[float, float, list[int]]:
+    """One plain supervised step on samples pooled from several training environments
+    (the body's pretraining before meta-training)."""
+    cfg, fam, b = tr.cfg, tr.family, tr.bundle
+    groups = cfg.pretrain_groups
+    per = max(1, (cfg.meta_batch * (cfg.k_shot * fam.n_outputs + cfg.n_query)) // groups)
+    losses, metrics, seeds = [], [], []
+    for _ in range(groups):
+        env_seed = int(tr.rng.integers(0, 2**31 - 1))
+        seeds.append(env_seed)
+        chip = ChipInstance.create(b.profile, b.cfg, int(tr.rng.integers(0, 2**31 - 1)))
+        x, y = fam.sample(fam.environment_from_seed(env_seed), per, tr.rng)
+        out = b.network(b.encode(x, chip.generator), chip, input_is_spikes=b.encoder.spiking)
+        yt = torch.as_tensor(y)
+        loss = task_loss(b.kind, out.outputs, yt)
+        (loss / groups).backward()
+        losses.append(float(loss.detach()))
+        metrics.append(metric(b.kind, out.outputs.detach(), yt))
+    return float(np.mean(losses)), float(np.mean(metrics)), seeds
+
+
 def _query_phi(problem: ReadoutProblem, spikes: torch.Tensor) -> torch.Tensor:
     from regulator.meta.readout import readout_features
 
@@ -190,7 +264,12 @@ def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | Non
         tr.optimiser.zero_grad()
         losses, metrics = [], []
         env_seeds: list[int] = []
-        for _ in range(tr.cfg.meta_batch):
+        pretrain = tr.iteration < tr.cfg.pretrain_steps
+        if pretrain:
+            loss_j, m_j, env_seeds = _joint_step(tr)
+            losses.append(loss_j)
+            metrics.append(m_j)
+        for _ in range(0 if pretrain else tr.cfg.meta_batch):
             env_seed = int(tr.rng.integers(0, 2**31 - 1))
             env_seeds.append(env_seed)
             chip_seed = int(tr.rng.integers(0, 2**31 - 1))
@@ -209,6 +288,8 @@ def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | Non
             "metric": float(np.mean(metrics)),
             "env_seeds": env_seeds,  # so evaluation can revisit training environments
         }
+        if pretrain:
+            rec["phase"] = "pretrain"
         assert tr.history is not None
         tr.history.append(rec)
         name = "acc" if tr.bundle.kind == "classification" else "mae"
@@ -259,7 +340,7 @@ def load_checkpoint(ckpt_dir: Path) -> Trainer:
         for k, v in tr.bundle.meta_tensors.items():
             v.copy_(tensors[f"meta.{k}"])
     opt_state = tr.optimiser.state_dict()
-    for pid in range(len(opt_state["param_groups"][0]["params"])):
+    for pid in [i for g in opt_state["param_groups"] for i in g["params"]]:
         st: dict[str, torch.Tensor] = {}
         for key in ("step", "exp_avg", "exp_avg_sq"):
             name = f"opt.{pid}.{key}"
@@ -307,7 +388,7 @@ def calibrate(
     }
 
 
-def finalise(tr: Trainer, n_calibration: int = 600) -> ModelBundle:
+def finalise(tr: Trainer, n_calibration: int = 2000) -> ModelBundle:
     """The trained bundle with calibration statistics for its nominal environment."""
     b = tr.bundle
     rng = np.random.default_rng(tr.cfg.seed + 17)
@@ -315,7 +396,12 @@ def finalise(tr: Trainer, n_calibration: int = 600) -> ModelBundle:
     b.calibration = calibrate(b, x, seed=tr.cfg.seed)
     b.meta["train_config"] = tr.cfg.model_dump(mode="json")
     b.meta["iterations"] = tr.iteration
-    seen = [int(s) for rec in (tr.history or []) for s in rec.get("env_seeds", [])]
+    seen = [
+        int(s)
+        for rec in (tr.history or [])
+        if rec.get("phase") != "pretrain"
+        for s in rec.get("env_seeds", [])
+    ]
     b.meta["train_env_seeds"] = seen[-64:]  # the latest training environments
     b.meta_tensors = {k: v.detach() for k, v in b.meta_tensors.items()}
     return b
@@ -336,6 +422,7 @@ def train_prior(
         log.info("resuming from iteration %d", tr.iteration)
     else:
         tr = build_trainer(cfg)
-    train_steps(tr, cfg.iterations - tr.iteration, progress=progress, ckpt_dir=ckpt)
+    total = cfg.pretrain_steps + cfg.iterations
+    train_steps(tr, total - tr.iteration, progress=progress, ckpt_dir=ckpt)
     bundle = finalise(tr)
     return bundle, tr

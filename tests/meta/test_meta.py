@@ -93,8 +93,12 @@ def test_plasticity_reads_only_local_signals() -> None:
     spikes = (torch.rand(8, 3, 5, generator=gen) < 0.3).float()  # [T, B, H]
     post = torch.rand(3, 4, generator=gen)
     mod = torch.randn(3, 4, generator=gen)
-    coefs = {"log_lr": torch.tensor(-1.0), "coef_mod": torch.tensor(0.7),
-             "coef_hebb": torch.tensor(0.3), "coef_bias": torch.tensor(1.0)}
+    coefs = {
+        "log_lr": torch.tensor(-1.0),
+        "coef_mod": torch.tensor(0.7),
+        "coef_hebb": torch.tensor(0.3),
+        "coef_bias": torch.tensor(1.0),
+    }
     pre = pre_trace(spikes, torch.tensor(0.8))
     dw, _ = three_factor_update(pre, post, mod, coefs)
     i, j = 1, 2
@@ -172,8 +176,10 @@ def test_model_folder_round_trip_and_checksum(tmp_path: Path, tiny_bundle: Model
     p2 = ChipInstance.create(loaded.profile, loaded.cfg, 0)
     from regulator.meta.model import ChipModel
 
-    assert np.array_equal(ChipModel(tiny_bundle, chip=p1).predict(x).outputs,
-                          ChipModel(loaded, chip=p2).predict(x).outputs)
+    assert np.array_equal(
+        ChipModel(tiny_bundle, chip=p1).predict(x).outputs,
+        ChipModel(loaded, chip=p2).predict(x).outputs,
+    )
     raw = bytearray((folder / "weights.safetensors").read_bytes())
     raw[-1] ^= 0xFF
     (folder / "weights.safetensors").write_bytes(bytes(raw))
@@ -210,3 +216,86 @@ def test_label_free_restores_density(tiny_bundle: ModelBundle) -> None:
     assert abs(rep.density_after[0] - tgt) < abs(rep.density_before[0] - tgt)
     assert rep.bias_shift[0] > 0 and rep.weight_writes == b.cfg.hidden[0]
     assert rep.learning_energy_j > 0
+
+
+# -- the input scope: a per-channel gain and offset folded into layer 0, plus the readout
+
+
+@pytest.fixture(scope="module")
+def input_bundle() -> ModelBundle:
+    cfg = TrainConfig(scope="input", iterations=2, pretrain_steps=1, **TINY)
+    tr = build_trainer(cfg)
+    train_steps(tr, 3, progress=False)
+    assert tr.history is not None and tr.history[0].get("phase") == "pretrain"
+    return finalise(tr, n_calibration=40)
+
+
+def test_input_scope_has_learned_rates(input_bundle: ModelBundle) -> None:
+    assert input_bundle.meta["scope"] == "input"
+    assert {"lr.input.gain", "lr.input.offset", "lr.readout.weight"} <= set(
+        input_bundle.meta_tensors
+    )
+
+
+def test_fold_input_equals_transformed_input() -> None:
+    from regulator.chip.network import NetworkConfig, SpikingNetwork
+    from regulator.meta.adapt import fold_input, input_start
+
+    net = SpikingNetwork(NetworkConfig(n_inputs=3, hidden=(6,), n_outputs=2, n_steps=5))
+    p = input_start(net)
+    p["input.gain"] = torch.tensor([0.5, 2.0, 1.5])
+    p["input.offset"] = torch.tensor([0.3, -0.2, 0.0])
+    x = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(0))
+    base = {k: v.detach() for k, v in net.named_parameters()}
+    folded = fold_input(base, p)
+    with torch.no_grad():
+        want = net(x * p["input.gain"] + p["input.offset"]).outputs
+        got = torch.func.functional_call(net, folded, (x,)).outputs
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_input_scope_never_changes_the_original(input_bundle: ModelBundle) -> None:
+    before = {k: v.clone() for k, v in input_bundle.network.state_dict().items()}
+    meta_before = {k: v.clone() for k, v in input_bundle.meta_tensors.items()}
+    ep = _episode(input_bundle)
+    chip = ChipInstance.create(input_bundle.profile, input_bundle.cfg, 0)
+    new, rep = adapt(input_bundle, ep.support_x, ep.support_y, chip)
+    for k, v in input_bundle.network.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in input_bundle.meta_tensors.items():
+        assert torch.equal(v, meta_before[k]), k
+    assert rep.scope == "input" and rep.weight_writes > 0
+    assert rep.support_forwards == input_bundle.meta["inner_steps"] + 1
+    assert not torch.equal(new.network.layers[0].weight, input_bundle.network.layers[0].weight)
+    # Only layer 0 and the readout are written.
+    for k, v in new.network.state_dict().items():
+        if not k.startswith(("layers.0.", "readout.")):
+            assert torch.equal(v, before[k]), k
+
+
+def test_input_scope_writes_stay_on_grid(input_bundle: ModelBundle) -> None:
+    ep = _episode(input_bundle)
+    chip = ChipInstance.create(input_bundle.profile, input_bundle.cfg, 1)
+    new, _ = adapt(input_bundle, ep.support_x, ep.support_y, chip, steps=4)
+    for name in ("layers.0.weight", "readout.weight"):
+        old = input_bundle.network.state_dict()[name]
+        step = old.abs().max() / weight_levels(8)
+        levels = new.network.state_dict()[name] / step
+        assert torch.allclose(levels, levels.round(), atol=1e-4), name
+        assert levels.abs().max() <= weight_levels(8) + 1e-4, name
+
+
+def test_input_scope_event_driven_and_baseline_scope(input_bundle: ModelBundle) -> None:
+    ep = _episode(input_bundle)
+    chip = ChipInstance.create(input_bundle.profile, input_bundle.cfg, 2)
+    _, rep = adapt(input_bundle, ep.support_x, ep.support_y, chip, event_threshold=0.99)
+    assert rep.skipped_updates > 0
+    res = evaluate(input_bundle, ks=(1,), n_tasks=2, n_query=10, seed=1, baseline_steps=2)
+    assert res["baseline_scope"] == "input"
+
+
+def test_input_scope_rejects_local_rules() -> None:
+    from regulator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="input"):
+        build_trainer(TrainConfig(scope="input", algorithm="plasticity", **TINY))
