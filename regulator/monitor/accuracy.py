@@ -88,9 +88,11 @@ class AccuracyMonitor(Monitor):
     def record(self, sample_ids: Sequence[str | int], y_pred: ArrayLike) -> None:
         """Remember predictions until their labels arrive (oldest dropped past max_pending)."""
         p = self._rows(y_pred, len(sample_ids))
-        for sid, row in zip(sample_ids, p, strict=True):
-            self._pending[str(sid)] = row.tolist()
-            self._pending.move_to_end(str(sid))
+        ids = [str(s) for s in sample_ids]
+        again = [sid for sid in ids if sid in self._pending]
+        self._pending.update(zip(ids, p.tolist(), strict=True))
+        for sid in again:  # a re-recorded id counts as the newest
+            self._pending.move_to_end(sid)
         while len(self._pending) > self._max_pending:
             self._pending.popitem(last=False)
             self._dropped += 1

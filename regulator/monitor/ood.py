@@ -137,7 +137,8 @@ class MahalanobisScorer(OODScorer):
         self._check_fitted()
         assert self._mean is not None and self._precision is not None
         x = _as_matrix(hidden, "hidden", self._mean.size) - self._mean
-        out: F64 = np.einsum("ij,jk,ik->i", x, self._precision, x)
+        # (x P) * x summed per row: a three-operand einsum is an unoptimised loop (20x slower)
+        out: F64 = np.asarray(((x @ self._precision) * x).sum(axis=1), dtype=np.float64)
         return out
 
     @property

@@ -5,12 +5,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
 from regulator.errors import ConfigError
 from regulator.monitor.base import Monitor, check_float
 from regulator.monitor.detect import ChangeDetector, make_detector
 from regulator.monitor.ood import CalibratedScorer
+
+
+def _ewma(prev: float | None, x: np.ndarray, a: float) -> float | None:
+    """The EWMA after the values ``x`` in order (the first value seeds it if ``prev`` is
+    None), in closed form rather than a Python loop per sample."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size == 0:
+        return prev
+    if prev is None:
+        prev, x = float(x[0]), x[1:]
+        if x.size == 0:
+            return prev
+    n = x.size
+    w = a * (1.0 - a) ** np.arange(n - 1, -1, -1, dtype=np.float64)
+    return float((1.0 - a) ** n * prev + float(w @ x))
 
 
 class OODMonitor(Monitor):
@@ -74,10 +90,8 @@ class OODMonitor(Monitor):
         self._detector.update(p)
         self._scores = scores.tolist()
         self._p = p.tolist()
-        a = self._alpha
-        for s, pv in zip(self._scores, self._p, strict=True):
-            self._ewma_score = s if self._ewma_score is None else (1 - a) * self._ewma_score + a * s
-            self._ewma_p = pv if self._ewma_p is None else (1 - a) * self._ewma_p + a * pv
+        self._ewma_score = _ewma(self._ewma_score, scores, self._alpha)
+        self._ewma_p = _ewma(self._ewma_p, p, self._alpha)
         self._n += len(self._scores)
 
     # results

@@ -110,7 +110,9 @@ class Metrics:
             "regulator_labels_total", "Labelled samples accepted into the feedback buffer."
         ).labels(dev)
         self.inference_seconds = hist(
-            "regulator_inference_seconds", "Per-sample inference latency.", INFERENCE_BUCKETS
+            "regulator_inference_seconds",
+            "Chip forward latency, one observation per forward (a batch of 1+ samples).",
+            INFERENCE_BUCKETS,
         ).labels(dev)
         # chip telemetry
         self.spike_density: Family[Gauge] = Family(
