@@ -79,7 +79,15 @@ def free_port() -> int:
 class DaemonProcess:
     """``python -m regulator.cli run`` in a child process, with an HTTP client on it."""
 
-    def __init__(self, config: Path, state_dir: Path, log_path: Path, token: str | None = TOKEN):
+    def __init__(
+        self,
+        config: Path,
+        state_dir: Path,
+        log_path: Path,
+        token: str | None = TOKEN,
+        extra_env: dict[str, str] | None = None,
+    ):
+        self.extra_env = dict(extra_env or {})
         self.config = config
         self.state_dir = state_dir
         self.log_path = log_path
@@ -93,6 +101,7 @@ class DaemonProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("REGULATOR_TOKEN", "NOTIFY_SOCKET")}
         if self.token is not None:
             env["REGULATOR_TOKEN"] = self.token
+        env.update(self.extra_env)
         cmd = [
             sys.executable,
             "-m",
