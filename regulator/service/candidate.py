@@ -27,15 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+# Imported first in the worker process: quiet Norse 1.1's import-time FutureWarning
+# (torch.jit.script deprecated), as the CLI does in the daemon's own process.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
-from regulator.chip.network import ChipInstance
-from regulator.chip.profiles import load_profile
-from regulator.errors import AdaptationError, InputError
-from regulator.meta.adapt import adapt
-from regulator.meta.model import ChipModel, ModelBundle
-from regulator.meta.train import calibrate
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from regulator.chip.network import ChipInstance  # noqa: E402
+from regulator.chip.profiles import load_profile  # noqa: E402
+from regulator.errors import AdaptationError, InputError  # noqa: E402
+from regulator.meta.adapt import adapt  # noqa: E402
+from regulator.meta.model import ChipModel, ModelBundle  # noqa: E402
+from regulator.meta.train import calibrate  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -127,6 +127,10 @@ def configure_logging(
     for h in list(root.handlers):
         if getattr(h, "_regulator", False):
             unconfigure_logging(h)
+        else:
+            # The daemon owns its process's log output. Norse 1.1 calls basicConfig at
+            # import, which would print every record a second time, unstructured.
+            root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler._regulator = True  # type: ignore[attr-defined]
     handler.addFilter(RedactFilter(secrets))
