@@ -180,9 +180,11 @@ def run_inline(req: CandidateRequest, timeout_s: float) -> CandidateResult:
 def _worker_init(parent: int) -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-    # Ctrl-C in a terminal reaches the whole process group: the daemon decides when the
-    # worker stops, not the keyboard.
+    # Ctrl-C in a terminal, and systemd's stop (SIGTERM to the whole cgroup), reach this
+    # worker too: the daemon decides when it stops (it lets a running recalibration
+    # finish within its timeout, then kills it), and it leaves if the daemon dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Adaptation yields the CPU to inference.
     os.nice(5)
     # If the daemon dies (kill -9), nothing would tell this worker: leave with it.
