@@ -241,6 +241,8 @@ def run_recipe(
     md += ["## K-shot, held-out environments", "", kshot_markdown(kshot), ""]
     if gas is not None:
         md += ["## Gas drift (trained on batch 1 only, 5 shots per gas)", "", gas_markdown(gas), ""]
+    if results.get("notes"):
+        md += ["## Notes", "", results["notes"], ""]
     atomic.write_text(res_dir / f"{stem}.md", "\n".join(md))
     log.info("wrote %s and %s", out, res_dir / f"{stem}.json")
     return bundle, results
