@@ -70,7 +70,12 @@ class OODMonitor(Monitor):
             raise ConfigError("model must be a CalibratedScorer or its to_dict()")
         self._model_dict = self._model.to_dict()
         self._det_name = detector
-        self._det_cfg = dict(detector_config or {})
+        # The detector's threshold is calibrated on the exact law of these conformal
+        # p-values (uniform on the grid 1/(n+1) .. 1) unless the caller says otherwise.
+        self._det_cfg = {
+            "n_calibration": self._model.calibrator.n_calibration,
+            **dict(detector_config or {}),
+        }
         self._detector: ChangeDetector = make_detector(detector, **self._det_cfg)
         self._alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
         self.reset()

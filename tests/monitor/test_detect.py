@@ -14,7 +14,13 @@ N = 300_000
 
 @pytest.mark.parametrize(
     ("name", "cfg"),
-    [("cusum", {"a": 0.5}), ("cusum", {"a": 0.1}), ("probit_cusum", {"delta": 1.0})],
+    [
+        ("cusum", {"a": 0.5}),
+        ("cusum", {"a": 0.1}),
+        ("probit_cusum", {"delta": 1.0}),
+        ("mixture_cusum", {}),
+        ("mixture_cusum", {"a": [0.2, 0.8], "weights": [1.0, 3.0]}),
+    ],
 )
 def test_mean_samples_between_false_alarms_holds_on_uniform_p_values(
     name: str, cfg: dict[str, float]
@@ -82,3 +88,55 @@ def test_extreme_p_values_keep_the_statistic_finite(name: str) -> None:
     assert np.isfinite(det.statistic)
     det.update(np.full(50, 1e-4))
     assert det.n_alarms >= 1 and np.isfinite(det.statistic)
+
+
+@pytest.mark.parametrize(
+    ("name", "cfg"),
+    [
+        ("cusum", {"a": 0.5}),
+        ("cusum", {"a": 0.2}),
+        ("probit_cusum", {"delta": 0.5}),
+        ("mixture_cusum", {}),
+    ],
+)
+@pytest.mark.parametrize("n_cal", [49, 300])
+def test_arl0_holds_on_conformal_grid_p_values_when_calibrated_for_the_grid(
+    name: str, cfg: dict[str, float], n_cal: int
+) -> None:
+    """Conformal p-values of n_cal scores are uniform on k/(n_cal+1): with n_calibration
+    the threshold is set for that law, so ARL0 holds (and is not conservative)."""
+    u = np.random.default_rng(11).uniform(size=N)
+    p = np.ceil(u * (n_cal + 1)) / (n_cal + 1)
+    det = make_detector(name, mean_samples_between_false_alarms=M, n_calibration=n_cal, **cfg)
+    det.update(p)
+    measured = N / max(det.n_alarms, 1)
+    assert M / 2 <= measured <= 2 * M, measured
+    cont = make_detector(name, mean_samples_between_false_alarms=M, **cfg)
+    assert det.threshold <= cont.threshold  # the grid caps -log p: a lower threshold
+
+
+def test_mixture_cusum_config_checks() -> None:
+    with pytest.raises(ConfigError, match="a must"):
+        make_detector("mixture_cusum", a=[])
+    with pytest.raises(ConfigError, match="weights"):
+        make_detector("mixture_cusum", a=[0.2, 0.5], weights=[1.0])
+    with pytest.raises(ConfigError, match="n_calibration"):
+        make_detector("mixture_cusum", n_calibration=0)
+    det = make_detector("mixture_cusum", a=[0.2, 0.5], weights=[1, 3])
+    assert det.config["weights"] == [0.25, 0.75]
+
+
+def test_ood_monitor_calibrates_its_detector_on_the_model_grid() -> None:
+    from regulator.monitor import CalibratedScorer, OODMonitor
+
+    rng = np.random.default_rng(5)
+    model = CalibratedScorer.fit(
+        "mahalanobis", rng.normal(size=(100, 3)), cal_hidden=rng.normal(size=(80, 3))
+    )
+    m = OODMonitor(model, detector_config={"mean_samples_between_false_alarms": 300})
+    assert m.detector.config["n_calibration"] == 80
+    cont = OODMonitor(
+        model,
+        detector_config={"mean_samples_between_false_alarms": 300, "n_calibration": None},
+    )
+    assert m.detector.threshold < cont.detector.threshold

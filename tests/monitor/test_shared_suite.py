@@ -14,6 +14,7 @@ import pytest
 from regulator.chip.telemetry import Telemetry
 from regulator.errors import ConfigError
 from regulator.monitor import (
+    DETECTORS,
     AccuracyMonitor,
     CalibratedScorer,
     EnergyMonitor,
@@ -107,12 +108,48 @@ CASES = {
         _feed_detector,
         {"delta": -1.0},
     ),
+    "mixture_cusum": Case(
+        lambda: make_detector("mixture_cusum", mean_samples_between_false_alarms=100),
+        _feed_detector,
+        {"a": [0.5, 1.5]},
+    ),
+    "mixture_cusum_grid": Case(
+        lambda: make_detector(
+            "mixture_cusum", mean_samples_between_false_alarms=100, a=[0.3, 0.7], n_calibration=50
+        ),
+        _feed_detector,
+        {"weights": [1.0]},
+    ),
+    "cusum_grid": Case(
+        lambda: make_detector("cusum", mean_samples_between_false_alarms=100, n_calibration=99),
+        _feed_detector,
+        {"n_calibration": 0},
+    ),
     "cusum_latched": Case(
         lambda: make_detector("cusum", mean_samples_between_false_alarms=100, reset_on_alarm=False),
         _feed_detector,
         {"reset_on_alarm": "yes"},
     ),
 }
+
+
+# every registered detector, alone and behind the OOD monitor, passes the suite
+for _name in DETECTORS:
+    CASES.setdefault(
+        f"detector_{_name}",
+        Case(
+            lambda _n=_name: make_detector(_n, mean_samples_between_false_alarms=100),
+            _feed_detector,
+            {"mean_samples_between_false_alarms": 1.0},
+        ),
+    )
+    CASES[f"ood_{_name}"] = Case(
+        lambda _n=_name: OODMonitor(
+            _MODEL, detector=_n, detector_config={"mean_samples_between_false_alarms": 50}
+        ),
+        _feed_ood,
+        {"detector_config": {"mean_samples_between_false_alarms": 0}},
+    )
 
 
 @pytest.fixture(params=sorted(CASES))
