@@ -206,7 +206,7 @@ def _chip(name: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
     return bundle, hidden
 
 
-def nanosensor_condition(w: float, gradual: bool, seed: int) -> dict:
+def nanosensor_condition(w: float, gradual: bool, seed: int, far_seed: int) -> dict:
     from regulator.tasks import make_family
     from regulator.tasks.base import interpolate
 
@@ -214,7 +214,7 @@ def nanosensor_condition(w: float, gradual: bool, seed: int) -> dict:
     fam = make_family("nanosensor", **bundle.task["config"])
     rng = np.random.default_rng(seed)
     nom = fam.nominal_environment()
-    far = fam.sample_environment(np.random.default_rng(seed + 1))
+    far = fam.sample_environment(np.random.default_rng(far_seed))
 
     def draw(n: int, ww: float) -> np.ndarray:
         return hidden(fam.sample(interpolate(nom, far, ww), n, rng)[0])
@@ -350,8 +350,11 @@ def run(quick: bool) -> dict[str, Any]:
     reps_kswin = 1 if quick else 3
     rng = np.random.default_rng(20250101)
     conds = []
-    for w, grad in ((0.1, False), (0.2, False), (0.3, False), (0.5, False), (0.3, True)):
-        conds.append(nanosensor_condition(w, grad, seed=7))
+    for i, (w, grad) in enumerate(
+        ((0.1, False), (0.2, False), (0.3, False), (0.5, False), (0.3, True))
+    ):
+        # independent in-distribution streams per condition; the same far environment
+        conds.append(nanosensor_condition(w, grad, seed=7 + 10 * i, far_seed=8))
     conds.extend(gas_conditions(seed=3))
     conds += [
         synthetic_condition(2.0, False, rng),
