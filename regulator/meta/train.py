@@ -356,13 +356,31 @@ def load_checkpoint(ckpt_dir: Path) -> Trainer:
     return tr
 
 
+CALIBRATION_SIZES = (20, 50, 100, 200, 500, 1000)
+"""How many held-out scores a conformal calibration keeps. Drift detectors calibrate
+their threshold on the exact p-value grid of that many scores, an expensive computation
+cached per size: a few fixed sizes keep recalibrations from recomputing it."""
+
+
+def calibration_size(n: int) -> int:
+    """Calibration scores kept out of ``n`` samples: the largest of
+    :data:`CALIBRATION_SIZES` not above ``n // 2`` (the rest fit the scorer).
+
+    >>> calibration_size(2000), calibration_size(201), calibration_size(30)
+    (1000, 100, 15)
+    """
+    fitting = [c for c in CALIBRATION_SIZES if c <= n // 2]
+    return fitting[-1] if fitting else n // 2
+
+
 def calibrate(
     bundle: ModelBundle, x: np.ndarray, seed: int = 0, scorer: str = "mahalanobis"
 ) -> dict[str, Any]:
     """The monitors' in-distribution statistics of ``bundle`` on samples ``x``.
 
-    Half of ``x`` fits the OOD scorer on hidden spike counts, the other half calibrates
-    its conformal p-values; the mean spike density per layer is the density baseline.
+    :func:`calibration_size` of ``x`` calibrate the OOD scorer's conformal p-values,
+    the rest fit the scorer on hidden spike counts; the mean spike density per layer
+    is the density baseline.
     """
     from regulator.meta.model import ChipModel
     from regulator.monitor.ood import CalibratedScorer
@@ -372,7 +390,7 @@ def calibrate(
     x = np.asarray(x)[np.random.default_rng(seed).permutation(len(x))]
     model = ChipModel(bundle, seed=seed)
     pred = model.predict(x)
-    half = len(x) // 2
+    half = len(x) - calibration_size(len(x))
     cs = CalibratedScorer.fit(
         scorer,
         pred.hidden_counts[:half],

@@ -157,6 +157,9 @@ class RecursiveDetector(ChangeDetector):
             self._n += p.size
             return
         x = self._increments(np.maximum(p, _P_FLOOR))
+        if x.size == 1 and type(self)._path is CusumDetector._path:
+            self._update_one(float(x[0]))
+            return
         start = 0
         while start < x.size:
             stop = min(start + _CHUNK, x.size)
@@ -185,6 +188,29 @@ class RecursiveDetector(ChangeDetector):
             self._last_zero = idx
             start = end
         self._n += p.size
+
+    def _update_one(self, x: float) -> None:
+        """One sample of Lindley's recursion in plain floats (the streaming case, where
+        array calls would cost more than the arithmetic)."""
+        s = max(self._s + x, 0.0)
+        if s <= self._zero_level:
+            self._last_zero = self._n
+        if s >= self._h:
+            idx = self._n
+            self._n_alarms += 1
+            self._alarm_index = idx
+            self._change_index = self._last_zero + 1
+            self._last_alarms.append(idx)
+            self._detected = True
+            if self._reset_on_alarm:
+                self._s = self._start
+                self._last_zero = idx
+            else:
+                self._latched = True
+                self._s = s
+        else:
+            self._s = s
+        self._n += 1
 
     @property
     def config(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ With ``NOTIFY_SOCKET`` set, READY, WATCHDOG and STATUS go to systemd.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -256,6 +257,12 @@ class Daemon:
             log.warning(
                 "no token configured (%s): mutating routes are refused", self.policy.http.token_env
             )
+        threading.Thread(
+            target=rt.prime_detector_thresholds, name="prime-thresholds", daemon=True
+        ).start()
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # garbage collector's scans, which otherwise grow with it on the serving path.
+        gc.freeze()
         self.ready.set()
         self.notifier.ready(f"serving {rt.serving.version}")
 

@@ -153,8 +153,11 @@ class Runtime:
             silent_below=policy.monitors.silent_threshold,
             saturated_above=policy.monitors.saturated_threshold,
         )
+        # Predictions wait for their labels only as long as their inputs are kept.
         self.accuracy = AccuracyMonitor(
-            window=policy.monitors.accuracy_window_labels, task=self._serving.bundle.kind
+            window=policy.monitors.accuracy_window_labels,
+            task=self._serving.bundle.kind,
+            max_pending=RECENT_SAMPLES,
         )
         self._restore_monitors()
         for reason in REJECT_REASONS:  # series exist from the start, so rates read 0
@@ -194,6 +197,21 @@ class Runtime:
                 "mean_samples_between_false_alarms": m.mean_samples_between_false_alarms
             },
         )
+
+    def prime_detector_thresholds(self) -> None:
+        """Compute (and cache) the drift detector's thresholds for every calibration
+        size a recalibration can produce, so a swap does not spend ~0.1 s of CPU, and
+        the GIL, on it while serving."""
+        from regulator.meta.train import CALIBRATION_SIZES
+        from regulator.monitor.detect import make_detector
+
+        m = self.policy.monitors
+        for n_cal in CALIBRATION_SIZES:
+            make_detector(
+                m.detector,
+                mean_samples_between_false_alarms=m.mean_samples_between_false_alarms,
+                n_calibration=n_cal,
+            )
 
     def _ood_threshold(self) -> float:
         """The OOD p-value below which a sample is called out-of-distribution."""
