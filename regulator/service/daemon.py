@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 HEALTHY_WITHIN_S = 30.0
 TICK_EVERY_S = 0.5
 MAX_BATCH = 64  # samples per chip forward in the main loop
+# Every torch op releases and retakes the GIL; while another thread of ours does Python
+# work (a swap loading the new model), each retake can wait a whole switch interval
+# (5 ms by default), so one forward stalls many times. A shorter interval bounds that.
+SWITCH_INTERVAL_S = 0.0005
 
 
 def read_token(policy: Policy) -> str | None:
@@ -263,6 +268,7 @@ class Daemon:
         # Everything loaded so far lives as long as the process: keep it out of the
         # garbage collector's scans, which otherwise grow with it on the serving path.
         gc.freeze()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.ready.set()
         self.notifier.ready(f"serving {rt.serving.version}")
 

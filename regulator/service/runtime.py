@@ -442,7 +442,7 @@ class Runtime:
                 matched_y.append(y_val)
             else:
                 arr, t_seen = np.asarray(x, dtype=np.float32), t_now
-            accepted.append(Label(sid, arr.tolist(), y_val, t_seen))
+            accepted.append(Label(sid, arr, y_val, t_seen))
         if accepted:
             self.state.labels.add(accepted)  # durable before acknowledged
             self.metrics.labels_received.inc(len(accepted))

@@ -26,6 +26,8 @@ truncated away) when the file is reopened.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import fcntl
 import json
@@ -40,6 +42,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from regulator import atomic
 from regulator.errors import ConfigError, DataFormatError
@@ -218,17 +222,37 @@ def _finite(obj: Any) -> Any:
 
 @dataclass(frozen=True)
 class Label:
-    """One labelled sample: input ``x`` (nested list, [C][L] or [C]), target ``y``
-    (class index or regression value), time ``t`` in seconds, optional ``env`` tag."""
+    """One labelled sample: input ``x`` (``[C, L]`` or ``[C]``: an array, or nested
+    lists), target ``y`` (class index or regression value), time ``t`` in seconds,
+    optional ``env`` tag.
+
+    On disk ``x`` is little-endian float32 in base64 with its shape: writing decimal
+    floats cost ~10 ms per 80 samples of CPU (and the serving thread's GIL).
+
+    >>> lab = Label("s1", [[0.5, 1.0], [2.0, -1.0]], 3, 12.0)
+    >>> back = Label.from_json(json.loads(_dumps(lab.to_json())))
+    >>> back.x.tolist(), back.y, back.t
+    ([[0.5, 1.0], [2.0, -1.0]], 3, 12.0)
+    """
 
     sample_id: str
-    x: list[Any]
+    x: Any
     y: int | float
     t: float
     env: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"sample_id": self.sample_id, "x": self.x, "y": self.y, "t": self.t, "env": self.env}
+        arr = np.ascontiguousarray(self.x, dtype="<f4")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"label {self.sample_id}: x holds non-finite values")
+        return {
+            "sample_id": self.sample_id,
+            "x_f32": base64.b64encode(arr.tobytes()).decode("ascii"),
+            "shape": list(arr.shape),
+            "y": self.y,
+            "t": self.t,
+            "env": self.env,
+        }
 
     @classmethod
     def from_json(cls, obj: Any) -> Label:
@@ -238,14 +262,20 @@ class Label:
             y = obj["y"]
             if isinstance(y, bool) or not isinstance(y, int | float):
                 raise TypeError("y must be a number")
+            if "x_f32" in obj:
+                raw = base64.b64decode(obj["x_f32"], validate=True)
+                shape = tuple(int(d) for d in obj["shape"])
+                x = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+            else:  # the earlier format: decimal lists
+                x = np.asarray(obj["x"], dtype=np.float32)
             return cls(
                 sample_id=str(obj["sample_id"]),
-                x=list(obj["x"]),
+                x=x,
                 y=y,
                 t=float(obj["t"]),
                 env=obj.get("env"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise DataFormatError(f"bad label record: {exc}") from exc
 
 

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from regulator.errors import ConfigError
@@ -76,7 +77,7 @@ def test_label_buffer_survives_reopen(tmp_path: Path) -> None:
     buf.close()
     buf2 = LabelBuffer(p)
     assert [lab.sample_id for lab in buf2.all()] == ["a", "b", "c"]
-    assert buf2.all()[0].x == [[0.1, 0.2], [0.3, 0.4]]
+    assert np.allclose(buf2.all()[0].x, [[0.1, 0.2], [0.3, 0.4]])
     assert buf2.all()[0].env == {"temp": 20}
     assert buf2.class_counts() == {0: 1, 1: 2}
     assert buf2.class_counts(since=11.5) == {1: 1}
