@@ -114,6 +114,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     algo = make_algorithm(cfg.algorithm)
     if cfg.scope == "input" and algo.name in ("reptile", "plasticity"):
         raise ConfigError(f"scope 'input' needs a gradient rule, not {algo.name!r}")
+    if cfg.scope == "all" and algo.name == "plasticity":
+        raise ConfigError("the plasticity rule adapts the readout only (scope 'readout')")
     adapt_params: dict[str, torch.Tensor]
     if cfg.scope == "readout":
         adapt_params = {k: v for k, v in net.named_parameters() if k.startswith("readout.")}
@@ -168,6 +170,8 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
     ep = fam.episode(env, cfg.k_shot, cfg.n_query, tr.rng)
     if cfg.scope == "input":
         return _input_task_step(tr, ep, chip)
+    if cfg.scope == "all":
+        return _all_task_step(tr, ep, chip)
     x = np.concatenate([ep.support_x, ep.query_x])
     ns = len(ep.support_x)
     inp = b.encode(x, chip.generator)
@@ -181,10 +185,6 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
     problem = ReadoutProblem(b.network, chip, sup, ys, b.kind)
     start = {"readout.weight": b.network.readout.weight, "readout.bias": b.network.readout.bias}
     algo = make_algorithm(cfg.algorithm)
-    if cfg.scope != "readout":
-        raise ConfigError(
-            "meta-training supports scopes 'readout' and 'input'; 'all' adapts at deployment only"
-        )
     if algo.name == "reptile":
         # Reptile: adapt on support and query together, first order; the outer step on
         # the readout pulls its start toward the adapted point, and the body learns from
@@ -228,6 +228,51 @@ def _input_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Te
     adapted, _ = adapt_input(algo, problem, start, b.meta_tensors, cfg.inner_steps, True)
     q_out = problem.outputs(adapted, inp_q)
     return task_loss(b.kind, q_out, yq), metric(b.kind, q_out.detach(), yq)
+
+
+def _all_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tensor, float]:
+    """Query loss after adapting every parameter: the inner loop backpropagates through
+    time over the support forward (``torch.func.grad`` over ``functional_call``); MAML
+    differentiates through the inner gradients, the others are first order in them.
+    Reptile pulls the start toward the adapted point instead."""
+    from torch.func import functional_call
+
+    cfg, b = tr.cfg, tr.bundle
+    algo = make_algorithm(cfg.algorithm)
+    net = b.network
+    spiking = b.encoder.spiking
+    inp_s = b.encode(ep.support_x, chip.generator)
+    inp_q = b.encode(ep.query_x, chip.generator)
+    ys = torch.as_tensor(ep.support_y)
+    yq = torch.as_tensor(ep.query_y)
+
+    def loss_on(
+        params: dict[str, torch.Tensor], inp: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        out = functional_call(net, params, (inp, chip), {"input_is_spikes": spiking})
+        return task_loss(b.kind, out.outputs, y)
+
+    start: dict[str, torch.Tensor] = dict(net.named_parameters())
+    if algo.name == "reptile":
+        both = torch.cat([inp_s, inp_q], dim=1)
+        y_both = torch.cat([ys, yq])
+        detached = {k: v.detach() for k, v in start.items()}
+        adapted = algo.adapt(
+            detached, lambda p: loss_on(p, both, y_both), b.meta_tensors, cfg.inner_steps
+        )
+        for k, p in start.items():
+            delta = (p - adapted[k]).detach()
+            p.grad = delta if p.grad is None else p.grad + delta
+        with torch.no_grad():
+            q_out = functional_call(net, adapted, (inp_q, chip), {"input_is_spikes": spiking})
+        return task_loss(b.kind, q_out.outputs, yq).detach().requires_grad_(), metric(
+            b.kind, q_out.outputs, yq
+        )
+    adapted = algo.adapt(
+        start, lambda p: loss_on(p, inp_s, ys), b.meta_tensors, cfg.inner_steps, create_graph=True
+    )
+    q = functional_call(net, adapted, (inp_q, chip), {"input_is_spikes": spiking})
+    return task_loss(b.kind, q.outputs, yq), metric(b.kind, q.outputs.detach(), yq)
 
 
 def _joint_step(tr: Trainer) -> tuple[float, float, list[int]]:

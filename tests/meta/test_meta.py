@@ -299,3 +299,40 @@ def test_input_scope_rejects_local_rules() -> None:
 
     with pytest.raises(ConfigError, match="input"):
         build_trainer(TrainConfig(scope="input", algorithm="plasticity", **TINY))
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "reptile"])
+def test_every_algorithm_meta_trains_every_parameter(algorithm: str) -> None:
+    """Scope 'all': the inner loop adapts every parameter (BPTT through the support
+    forward); meta-training moves the body, and deployment adapts a clone."""
+    from regulator.meta.train import TrainConfig, build_trainer, train_steps
+
+    cfg = TrainConfig(
+        iterations=2,
+        meta_batch=2,
+        hidden=(8,),
+        n_steps=6,
+        k_shot=2,
+        n_query=5,
+        inner_steps=1,
+        scope="all",
+        algorithm=algorithm,
+    )
+    tr = build_trainer(cfg)
+    before = {k: v.detach().clone() for k, v in tr.bundle.network.named_parameters()}
+    train_steps(tr, 2, progress=False)
+    moved = [k for k, v in tr.bundle.network.named_parameters() if not torch.equal(v, before[k])]
+    assert "layers.0.weight" in moved and "readout.weight" in moved
+    fam = tr.family
+    x, y = fam.sample(
+        fam.nominal_environment(),
+        10,
+        np.random.default_rng(0),
+        classes=np.repeat(np.arange(fam.n_outputs), 2),
+    )
+    original = {k: v.detach().clone() for k, v in tr.bundle.network.named_parameters()}
+    chip = ChipInstance.create(tr.bundle.profile, tr.bundle.cfg, 0)
+    _, report = adapt(tr.bundle, x, y, chip)
+    assert report.scope == "all" and report.weight_writes > 0
+    for k, v in tr.bundle.network.named_parameters():  # the original is never changed
+        assert torch.equal(v, original[k])
