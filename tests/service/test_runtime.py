@@ -177,7 +177,7 @@ def test_shipped_prior_recovers_accuracy_after_a_shift(tmp_path: Path) -> None:
         prior_acc = float(np.mean(prior_pred == y1))
         served_acc = float(np.mean([ok for _, ok in correct[-400:]]))
         assert {v for v, _ in correct[-400:]} != {"v000001"}
-        print(f"prior on the new environment {prior_acc:.3f}, served after recalibration {served_acc:.3f}")
+        print(f"prior on the new environment {prior_acc:.3f}, served {served_acc:.3f}")
         assert served_acc > prior_acc + 0.1, (prior_acc, served_acc)
     finally:
         rt.close()
