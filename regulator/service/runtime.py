@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -57,12 +58,16 @@ def repo_root() -> Path:
 
 
 def resolve_path(p: str | Path) -> Path:
-    """A relative path: from the working directory if it exists there, else the repo."""
+    """A relative path: from the working directory if it exists there, else from the
+    source checkout, else from ``<prefix>/share/regulator`` (where an installed copy,
+    such as the container image, keeps the shipped ``models/``)."""
     path = Path(p)
     if path.is_absolute() or path.exists():
         return path
-    alt = repo_root() / path
-    return alt if alt.exists() else path
+    for base in (repo_root(), Path(sys.prefix) / "share" / "regulator"):
+        if (base / path).exists():
+            return base / path
+    return path
 
 
 @dataclass
