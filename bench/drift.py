@@ -12,7 +12,7 @@ Mahalanobis distance of the *hidden spike counts*, turned into conformal p-value
 
 Streams (each replicate: in-distribution samples, then the change):
 
-- ``nanosensor`` (models/nanosensor with its own shipped calibration, 300 scores, as
+- ``nanosensor`` (models/nanosensor with its own shipped calibration, as
   the daemon uses it): nominal environment, then ``interpolate(nominal, far, w)`` for
   w = 0.1, 0.2, 0.3, 0.5 (abrupt) and a gradual ramp to w = 0.3;
 - gas-drift (models/gas-drift, ../shared/data/gas-drift): fit and calibrate on a random
@@ -500,7 +500,8 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "Scores: Mahalanobis distance of the chip's hidden spike counts "
         "(`ChipModel(ModelBundle.load(models/...), seed=0).predict(x).hidden_counts`), "
-        "conformal p-values (nanosensor: the model folder's shipped calibration, 300 scores; "
+        "conformal p-values (nanosensor: the model folder's shipped calibration, "
+        f"{res['conditions'][0].get('n_calibration')} scores; "
         "gas: 150 fit + 150 calibration samples of batch 1, a fresh split per replicate). "
         "Synthetic rows score raw Gaussian features (no chip), for reference.",
         "",
