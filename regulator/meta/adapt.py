@@ -155,6 +155,19 @@ class InputProblem:
         return masked_loss(self.kind, self.outputs(params), self.y, mask)
 
 
+def _event_mask(
+    problem: InputProblem | ReadoutProblem, params: Params, threshold: float | None
+) -> tuple[torch.Tensor | None, int]:
+    """Event-driven updates: the samples whose error exceeds ``threshold`` (1.0 each,
+    else 0.0), and how many are skipped; no mask when updates are not event-driven."""
+    if threshold is None:
+        return None, 0
+    with torch.no_grad():
+        err = sample_errors(problem.kind, problem.outputs(params), problem.y)
+    mask = (err > threshold).to(torch.float32)
+    return mask, int(problem.y.shape[0] - mask.sum())
+
+
 def adapt_input(
     algo: Algorithm,
     problem: InputProblem,
@@ -169,16 +182,11 @@ def adapt_input(
     if algo.name == "plasticity":
         raise ConfigError("the plasticity rule adapts the readout only (scope 'readout')")
     skipped = 0
-    n = problem.y.shape[0]
     for _ in range(steps):
-        mask = None
-        if event_threshold is not None:
-            with torch.no_grad():
-                err = sample_errors(problem.kind, problem.outputs(params), problem.y)
-            mask = (err > event_threshold).to(torch.float32)
-            skipped += int(n - mask.sum())
-            if mask.sum() == 0:
-                continue
+        mask, n_skipped = _event_mask(problem, params, event_threshold)
+        skipped += n_skipped
+        if mask is not None and mask.sum() == 0:
+            continue
 
         def loss_fn(p: Params, m: torch.Tensor | None = mask) -> torch.Tensor:
             return problem.loss(p, m)
@@ -238,16 +246,11 @@ def adapt_readout(
     exceeds the threshold (updates on error events, Stewart et al. 2020).
     """
     skipped = 0
-    n = problem.y.shape[0]
     for _ in range(steps):
-        mask = None
-        if event_threshold is not None:
-            with torch.no_grad():
-                err = sample_errors(problem.kind, problem.outputs(params), problem.y)
-            mask = (err > event_threshold).to(problem.phi.dtype)
-            skipped += int(n - mask.sum())
-            if mask.sum() == 0:
-                continue
+        mask, n_skipped = _event_mask(problem, params, event_threshold)
+        skipped += n_skipped
+        if mask is not None and mask.sum() == 0:
+            continue
         if algo.name == "plasticity":
             params = _plasticity_step(problem, params, meta, mask)
         else:
