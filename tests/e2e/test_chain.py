@@ -13,7 +13,6 @@ Prometheus, except the few listed in :data:`MAY_BE_EMPTY` with the reason.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -26,27 +25,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-
-def _load_promstack() -> ModuleType:
-    # --import-mode=importlib puts no test folder on sys.path: load the helper by path.
-    name = "promstack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("promstack.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-promstack = _load_promstack()
+from tests.e2e import promstack
 
 pytestmark = [
     pytest.mark.e2e,

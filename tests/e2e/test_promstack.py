@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-
-def _load_promstack() -> ModuleType:
-    # pytest runs with --import-mode=importlib, which puts no test folder on sys.path;
-    # load the helper beside this file by path.
-    name = "promstack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("promstack.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-promstack = _load_promstack()
+from tests.e2e import promstack
 
 pytestmark = [
     pytest.mark.e2e,
