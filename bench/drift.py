@@ -15,7 +15,7 @@ Streams (each replicate: in-distribution samples, then the change):
 - ``nanosensor`` (models/nanosensor with its own shipped calibration, as
   the daemon uses it): nominal environment, then ``interpolate(nominal, far, w)`` for
   w = 0.1, 0.2, 0.3, 0.5 (abrupt) and a gradual ramp to w = 0.3;
-- gas-drift (models/gas-drift, ../shared/data/gas-drift): fit and calibrate on a random
+- gas-drift (models/gas-drift, data/gas-drift): fit and calibrate on a random
   split of batch 1 (150 + 150), stream the held-out rest of batch 1, then batch k;
 - synthetic Gaussian features (d=16, no chip), kept from the first run for reference.
 
@@ -51,7 +51,7 @@ ARL0 = 2000.0  # configured mean samples between false alarms: 5 per 10,000
 N_PRE = 2000
 N_POST = 1000
 RAMP = 500
-GAS_DIR = Path(os.environ.get("GAS_DRIFT_DIR", str(ROOT.parent / "shared/data/gas-drift")))
+GAS_DIR = Path(os.environ.get("GAS_DRIFT_DIR", str(ROOT / "data" / "gas-drift")))
 MODELS = ROOT / "models"
 
 

@@ -1,7 +1,7 @@
 """Gas-drift batches 2–5 replayed through the daemon's runtime, with and without recalibration.
 
 Run: ``python bench/replay_gas.py`` (writes bench/results/replay_gas.json and .md; needs
-models/gas-drift and ../shared/data/gas-drift). Policy: deploy/policies/gas-drift-replay.yaml
+models/gas-drift and data/gas-drift). Policy: deploy/policies/gas-drift-replay.yaml
 (drift → supervised recalibration; 5 labelled samples per class revealed at each batch
 start). The baseline is the same replay with ``rules: []``: the same labels are revealed,
 nothing acts on them. Per-batch accuracy excludes the revealed samples.
@@ -26,7 +26,7 @@ from regulator.policy.model import load_policy  # noqa: E402
 from regulator.service.replay import run_replay  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "gas-drift"
+DATA = REPO / "data" / "gas-drift"
 POLICY = REPO / "deploy" / "policies" / "gas-drift-replay.yaml"
 OUT = Path(__file__).parent / "results"
 

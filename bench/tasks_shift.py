@@ -34,7 +34,7 @@ from regulator.tasks.base import Environment, TaskFamily  # noqa: E402
 from regulator.tasks.file_family import FileFamily  # noqa: E402
 from regulator.tasks.formats import LabelledData, load_gas_drift  # noqa: E402
 
-GAS = REPO.parent / "shared" / "data" / "gas-drift"
+GAS = REPO / "data" / "gas-drift"
 
 
 def mlp(n_in: int, n_out: int, seed: int) -> nn.Module:

@@ -9,6 +9,7 @@ for text formats, the 1-based line number.
 from __future__ import annotations
 
 import csv
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def load_gas_drift(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
     Features are 1-based ``idx:value`` pairs; missing indices read as 0 (sparse format),
     and every line must have the same number of features as the highest index seen.
+    A name ending in ``.gz`` is read through gzip (``batch2.dat.gz``).
     """
     path = Path(path)
     rows: list[dict[int, float]] = []
@@ -58,8 +60,11 @@ def load_gas_drift(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     conc: list[float] = []
     n_features = 0
     try:
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
+        if path.suffix.lower() == ".gz":
+            text = gzip.decompress(path.read_bytes()).decode("ascii")
+        else:
+            text = path.read_text(encoding="ascii")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: cannot read: {exc}") from exc
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -178,10 +183,13 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_file(path: str | Path, format: str | None = None) -> LabelledData:
     """Load by ``format`` ("csv", "npz", "gas-drift") or, if None, by file extension
-    (``.csv``, ``.npz``, ``.dat``/``.svm`` for the sparse gas-drift format)."""
+    (``.csv``, ``.npz``, ``.dat``/``.svm`` for the sparse gas-drift format, also as
+    ``.dat.gz``/``.svm.gz``)."""
     path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    suffix = suffixes[0] if suffixes[-1:] == [".gz"] and len(suffixes) == 2 else path.suffix
     fmt = format or {".csv": "csv", ".npz": "npz", ".dat": "gas-drift", ".svm": "gas-drift"}.get(
-        path.suffix.lower()
+        suffix.lower()
     )
     if fmt == "csv":
         return LabelledData(*load_csv(path))

@@ -1,4 +1,4 @@
-"""Fixtures for the task tests: the shared gas-drift data, found relative to the repo."""
+"""Fixtures for the task tests: the gas-drift data shipped in the repository."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ from pathlib import Path
 
 import pytest
 
-GAS_DRIFT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gas-drift"
+GAS_DRIFT = Path(__file__).resolve().parents[2] / "data" / "gas-drift"
 
 
 @pytest.fixture
 def gas_drift_dir() -> Path:
-    """../shared/data/gas-drift beside the repository; skips where it is absent."""
-    if not (GAS_DRIFT / "batch1.dat").exists():
-        pytest.skip(
-            f"shared gas-drift data not found at {GAS_DRIFT} (expected ../shared beside the repo)"
-        )
+    """``data/gas-drift`` of the repository (batches 1-5, shipped with it)."""
+    assert (GAS_DRIFT / "batch5.dat").is_file(), f"gas-drift data missing from {GAS_DRIFT}"
     return GAS_DRIFT

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from regulator.tasks.formats import (
 COUNTS = {1: 445, 2: 1244, 3: 1586, 4: 161, 5: 197}
 
 
-def test_reads_all_five_shared_batches(gas_drift_dir: Path) -> None:
+def test_reads_all_five_shipped_batches(gas_drift_dir: Path) -> None:
     classes: set[int] = set()
     for b, n in COUNTS.items():
         x, y, conc = load_gas_drift(gas_drift_dir / f"batch{b}.dat")
@@ -98,3 +99,15 @@ def test_load_file_dispatches_by_extension(tmp_path: Path) -> None:
     assert load_file(p).extra is not None
     with pytest.raises(ConfigError, match="valid: csv, gas-drift, npz"):
         load_file(tmp_path / "b.parquet")
+
+
+def test_gzip_compressed_batches_read_the_same(tmp_path: Path) -> None:
+    plain = tmp_path / "b.dat"
+    plain.write_text(GOOD)
+    packed = tmp_path / "b.dat.gz"
+    packed.write_bytes(gzip.compress(GOOD.encode("ascii")))
+    a, b = load_file(plain), load_file(packed)
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
+    (tmp_path / "bad.dat.gz").write_bytes(b"not gzip")
+    with pytest.raises(DataFormatError, match="cannot read"):
+        load_file(tmp_path / "bad.dat.gz")
