@@ -2,7 +2,7 @@
 
 Every constant names its source and its kind (measured, pre-silicon simulation,
 derived, assumption) so that a reader can weigh it. Figures are joules per event.
-See shared/ANCHORS.md for the table these come from.
+docs/energy.md lists every figure with its source and kind.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ LOIHI = EnergyFigures(
     },
 )
 
-# A memristive (phase-change or RRAM crossbar) core. ANCHORS.md has no per-event
-# figure for such a chip, so the read-side figures reuse TrueNorth's measured
+# A memristive (phase-change or RRAM crossbar) core. No published per-event figure
+# for such a chip is at hand (docs/energy.md), so the read-side figures reuse TrueNorth's measured
 # whole-chip average synaptic event (Merolla et al., Science 345, 2014; measured) as a
 # stand-in for an analogue crossbar read, and neuron updates reuse Loihi's. Writes are
 # what makes memristive learning costly: we assume 10x Loihi's digital synaptic update
