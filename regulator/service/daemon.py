@@ -379,7 +379,12 @@ class Daemon:
 def run_daemon(config: Path | None, overrides: dict[str, Any]) -> int:
     """Entry point of ``regulator run``. Exit 0 on a clean stop, 2 on a bad policy."""
     policy = load_policy(config).with_overrides(overrides)
-    configure_logging(policy.device.id, policy.logging.level, secrets=lambda: (read_token(policy),))
+    configure_logging(
+        policy.device.id,
+        policy.logging.level,
+        secrets=lambda: (read_token(policy),),
+        fmt=policy.logging.format,
+    )
     d = Daemon(policy, config, Path(policy.state_dir))
     d.install_signals()
     try:

@@ -1,8 +1,13 @@
-"""JSON-lines logs on stderr, one event a line, with secrets redacted.
+"""Logs on stderr, one event a line, as JSON or readable text, with secrets redacted.
 
-Each line holds ``ts`` (seconds since the epoch), ``level``, ``logger``, ``msg``, the
-``device`` id, any ``extra={...}`` fields, and ``exc`` with the traceback if there is
-one. :class:`RedactFilter` replaces the API token's value wherever it appears, and any
+``json`` (the default): one object a line with ``ts`` (ISO 8601, UTC, milliseconds),
+``level``, ``logger``, ``msg``, the ``device`` id, any ``extra={...}`` fields, and
+``exc`` with the traceback if there is one. ``text``: ``TIME LEVEL LOGGER [device]
+message key=value …``. Neither carries ANSI escapes (uvicorn's ``color_message`` is
+dropped, escapes in messages are stripped). When stderr is the journal
+(``JOURNAL_STREAM`` names its device and inode, as systemd sets it), every line starts
+with its syslog priority ``<N>`` so that journald files it at that level.
+:class:`RedactFilter` replaces the API token's value wherever it appears, and any
 ``Authorization``/bearer credential, in the message and the extra fields.
 
 >>> import io, logging, json
@@ -14,26 +19,53 @@ one. :class:`RedactFilter` replaces the API token's value wherever it appears, a
 >>> line["msg"], line["device"], line["job"], line["level"]
 ('token is [REDACTED]', 'chip0', 'recal', 'WARNING')
 >>> unconfigure_logging(h)
+>>> buf = io.StringIO()
+>>> h = configure_logging("chip0", stream=buf, fmt="text")
+>>> logging.getLogger("regulator.demo").info("swapped in %s", "v000002", extra={"job": "recal"})
+>>> buf.getvalue().rstrip().split(" ", 1)[1]
+'INFO regulator.demo [chip0] swapped in v000002 job=recal'
+>>> unconfigure_logging(h)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
-from typing import IO, Any
+from datetime import UTC, datetime
+from typing import IO, Any, Literal
 
-__all__ = ["JsonFormatter", "RedactFilter", "configure_logging", "unconfigure_logging"]
+__all__ = [
+    "JsonFormatter",
+    "LogFormat",
+    "RedactFilter",
+    "TextFormatter",
+    "configure_logging",
+    "is_journal",
+    "unconfigure_logging",
+]
 
 REDACTED = "[REDACTED]"
+LogFormat = Literal["json", "text"]
 
-# attributes every LogRecord has; anything else came in through ``extra``
+# attributes every LogRecord has; anything else came in through ``extra``; uvicorn's
+# ``color_message`` is the message again with ANSI colours, never wanted in a log
 _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "taskName"}
+    | {"message", "asctime", "taskName", "color_message"}
 )
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# syslog priorities (sd-daemon(3) prefixes) of the logging levels
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
 _SENSITIVE_KEY = re.compile(r"(?i)authorization|token|secret|password|api[_-]?key|cookie")
 _AUTH_HEADER = re.compile(
     r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic)\s+)?[^\s\"',;}\]]+"
@@ -88,29 +120,91 @@ class RedactFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record; extra fields that are not JSON become strings."""
+def iso_time(created: float) -> str:
+    """``created`` (seconds since the epoch) as ISO 8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
-    def __init__(self, device: str) -> None:
+
+def priority(levelno: int) -> int:
+    """The syslog priority (0 emerg .. 7 debug) of a logging level number."""
+    for level in sorted(_PRIORITY, reverse=True):
+        if levelno >= level:
+            return _PRIORITY[level]
+    return 7
+
+
+class _Formatter(logging.Formatter):
+    """What both formats share: the device, extra fields, the traceback, the prefix."""
+
+    def __init__(self, device: str, journal: bool = False) -> None:
         super().__init__()
         self.device = device
+        self.journal = journal
+
+    def _extras(self, record: logging.LogRecord) -> dict[str, Any]:
+        return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
+    def _exc(self, record: logging.LogRecord) -> str | None:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        return _ANSI.sub("", record.exc_text) if record.exc_text else None
+
+    def _line(self, record: logging.LogRecord, text: str) -> str:
+        return f"<{priority(record.levelno)}>{text}" if self.journal else text
+
+
+class JsonFormatter(_Formatter):
+    """One JSON object per record; extra fields that are not JSON become strings."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": round(record.created, 6),
+            "ts": iso_time(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _ANSI.sub("", record.getMessage()),
             "device": self.device,
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and key not in out:
-                out[key] = value
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            out["exc"] = record.exc_text
-        return json.dumps(out, default=str, ensure_ascii=False)
+        for key, value in self._extras(record).items():
+            out.setdefault(key, value)
+        exc = self._exc(record)
+        if exc:
+            out["exc"] = exc
+        return self._line(record, json.dumps(out, default=str, ensure_ascii=False))
+
+
+def _text_value(value: Any) -> str:
+    """A bare word stays bare; anything else (spaces, quotes, ``=``, non-strings) as JSON."""
+    if isinstance(value, str) and value and not any(c.isspace() or c in '"=' for c in value):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+class TextFormatter(_Formatter):
+    """``TIME LEVEL LOGGER [device] message key=value …``; a traceback follows indented."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = "".join(f" {k}={_text_value(v)}" for k, v in self._extras(record).items())
+        text = (
+            f"{iso_time(record.created)} {record.levelname} {record.name} [{self.device}] "
+            f"{_ANSI.sub('', record.getMessage())}{extras}"
+        )
+        exc = self._exc(record)
+        if exc:
+            text += "\n" + "\n".join("    " + line for line in exc.splitlines())
+        return self._line(record, text)
+
+
+def is_journal(stream: IO[str]) -> bool:
+    """True when ``stream`` is the journal: ``JOURNAL_STREAM`` (``DEVICE:INODE``, set by
+    systemd for a unit whose output goes to journald) names the file it writes to."""
+    want = os.environ.get("JOURNAL_STREAM", "")
+    if not want:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
 
 
 def configure_logging(
@@ -118,11 +212,15 @@ def configure_logging(
     level: int | str = "INFO",
     stream: IO[str] | None = None,
     secrets: Callable[[], Iterable[str | None]] = lambda: (),
+    fmt: LogFormat = "json",
 ) -> logging.Handler:
-    """Send every log record (ours, uvicorn's, APScheduler's) as JSON lines to
-    ``stream`` (stderr by default). Replaces a handler installed earlier by this
+    """Send every log record (ours, uvicorn's, APScheduler's) to ``stream`` (stderr by
+    default), one line each, as ``fmt`` (``json`` or ``text``), with journald priority
+    prefixes when the stream is the journal. Replaces a handler installed earlier by this
     function, so calling it again (reload) does not duplicate lines. Returns the handler.
     """
+    if fmt not in ("json", "text"):
+        raise ValueError(f"unknown log format {fmt!r}; valid: json, text")
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_regulator", False):
@@ -131,10 +229,12 @@ def configure_logging(
             # The daemon owns its process's log output. Norse 1.1 calls basicConfig at
             # import, which would print every record a second time, unstructured.
             root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    out = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(out)
     handler._regulator = True  # type: ignore[attr-defined]
     handler.addFilter(RedactFilter(secrets))
-    handler.setFormatter(JsonFormatter(device))
+    formatter = JsonFormatter if fmt == "json" else TextFormatter
+    handler.setFormatter(formatter(device, journal=is_journal(out)))
     root.addHandler(handler)
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
