@@ -6,18 +6,44 @@ still catch what they expect::
     RegulatorError(Exception)
     ├── ConfigError(RegulatorError, ValueError)        invalid policy file, profile or argument
     │   └── UnknownNameError(ConfigError, KeyError)    a plug-in name that is not registered
-    ├── InputError(RegulatorError, ValueError)         a sample or batch that cannot be served
+    ├── InputError(RegulatorError, ValueError)         a sample, label or body refused (``reason``)
     ├── DataFormatError(RegulatorError, ValueError)    a malformed data file (names file and line)
     ├── ModelFolderError(RegulatorError, OSError)      a model folder that is missing or corrupt
     │   └── ChecksumError(ModelFolderError)            a file whose sha256 does not match
     ├── AdaptationError(RegulatorError, RuntimeError)  few-shot adaptation could not run
     │   └── NotEnoughSamplesError(AdaptationError)     fewer labelled samples than asked for
-    └── RegistryError(RegulatorError, RuntimeError)    the versioned model store refused a change
+    ├── RegistryError(RegulatorError, RuntimeError)    the versioned model store refused a change
+    └── StorageFullError(RegulatorError, OSError)      the state disk (or its reserve) is full
+
+Every refusal of an input is counted under one vocabulary, :data:`RejectReason`: the
+``reason`` label of ``regulator_samples_rejected_total`` and
+``regulator_requests_rejected_total``, and the ``reason`` of the HTTP error bodies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
+
+RejectReason = Literal[
+    "bad_shape",  # not [C] or [C][L], or not the served model's input shape
+    "bad_value",  # a non-number (a string, a boolean) where a number belongs
+    "non_finite",  # NaN or infinity
+    "out_of_range",  # a finite number beyond the bound of its field
+    "bad_label",  # a label that is not one of the served model's classes
+    "unknown_sample",  # a label for a sample id that is no longer (or never was) kept
+    "queue_full",  # the HTTP source's queue is full or closed
+    "malformed_body",  # not JSON, or not the route's body schema
+    "too_large",  # body over http.max_body_bytes
+    "too_deep",  # JSON nested deeper than the limit
+    "unauthorized",  # missing or wrong bearer token
+    "no_token",  # no token configured: mutating routes are disabled
+    "conflict",  # the runtime refused (nothing to roll back, wrong source kind)
+    "disk_full",  # the state directory cannot store it now (retry later)
+]
+"""Why an input was refused: one closed set for the runtime, the API and the metrics."""
+
+REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 
 
 class RegulatorError(Exception):
@@ -42,7 +68,12 @@ class UnknownNameError(ConfigError, KeyError):
 
 
 class InputError(RegulatorError, ValueError):
-    """A sample or batch has the wrong shape or non-finite values."""
+    """A sample, label or request body was refused; ``reason`` says why, in the
+    :data:`RejectReason` vocabulary."""
+
+    def __init__(self, message: str, reason: RejectReason = "bad_shape") -> None:
+        super().__init__(message)
+        self.reason: RejectReason = reason
 
 
 class DataFormatError(RegulatorError, ValueError):
@@ -67,3 +98,8 @@ class NotEnoughSamplesError(AdaptationError):
 
 class RegistryError(RegulatorError, RuntimeError):
     """The model registry refused a change (unknown version, nothing to roll back to)."""
+
+
+class StorageFullError(RegulatorError, OSError):
+    """The state directory cannot take a write now: the disk is full, or the write would
+    eat into the configured reserve. Nothing was written; retry when space returns."""

@@ -17,12 +17,9 @@ samples per second (``rate_hz``).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -65,6 +62,7 @@ __all__ = [
     "ShiftSchedule",
     "SimulatedSource",
     "Source",
+    "StorageConfig",
     "load_policy",
     "parse_policy",
     "policy_json_schema",
@@ -82,6 +80,18 @@ RECALIBRATION_ACTIONS: frozenset[str] = frozenset(
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_SECONDS = 366 * 86_400.0
+"""Upper bound of every duration, period and timer (one leap year, seconds): beyond
+it a timer is a typo, and an infinite one overflows the integers it feeds."""
+MAX_SEED = 2**32 - 1
+"""Seeds feed numpy and torch generators; both take this range."""
+MAX_N_STEPS = 1024
+"""Time steps per sample: a forward of a batch must stay well under a second, so that
+SIGTERM is honoured promptly."""
+MAX_COUNT = 1_000_000
+"""Upper bound of window sizes, queue lengths, buffers and label counts."""
+MAX_PATH = 4096
+
 _TOKEN_HELP = (
     "a literal token is not allowed in the policy file; put it in the environment "
     "variable named by http.token_env (default REGULATOR_TOKEN) or in the file named "
@@ -90,7 +100,9 @@ _TOKEN_HELP = (
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity anywhere: every float of a policy feeds a timer, a window or a
+    # threshold, and an infinite period overflows the integers computed from it.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # --- device and model -----------------------------------------------------------------
@@ -100,19 +112,19 @@ class DeviceConfig(_Section):
     """The chip instance: its id (the ``device`` label of every metric) and hardware."""
 
     id: str = Field(default="chip0", min_length=1, max_length=64, pattern=_NAME)
-    profile: str = Field(default="loihi", min_length=1, pattern=_NAME)
+    profile: str = Field(default="loihi", min_length=1, max_length=64, pattern=_NAME)
     """A chip profile name (``ideal``, ``loihi``, ``memristive``, …); checked at start-up."""
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     """Fixes the device mismatch of this chip instance, and the simulated environment."""
 
 
 class ModelConfig(_Section):
     """The meta-trained prior to serve and adapt from."""
 
-    prior: str = Field(default="models/nanosensor", min_length=1)
+    prior: str = Field(default="models/nanosensor", min_length=1, max_length=MAX_PATH)
     """A model folder; a relative path is resolved by the service (working directory,
     then the repository root)."""
-    n_steps: int | None = Field(default=None, ge=1)
+    n_steps: int | None = Field(default=None, ge=1, le=MAX_N_STEPS)
     """Time steps per sample; None keeps the model's own."""
 
 
@@ -123,9 +135,9 @@ class ShiftSchedule(_Section):
     """How the simulated environment shifts over time."""
 
     kind: Literal["none", "abrupt", "gradual", "recurring"] = "abrupt"
-    period_s: float = Field(default=180.0, gt=0)
+    period_s: float = Field(default=180.0, gt=0, le=MAX_SECONDS)
     """Seconds between shifts (abrupt, recurring) or for one full ramp (gradual)."""
-    magnitude: float = Field(default=1.0, ge=0)
+    magnitude: float = Field(default=1.0, ge=0, le=100)
     """Size of a shift, in units of the family's typical environment spread."""
 
 
@@ -133,13 +145,13 @@ class SimulatedSource(_Section):
     """Samples from a task family's simulated environment, with delayed labels."""
 
     kind: Literal["simulated"] = "simulated"
-    family: str = Field(default="nanosensor", min_length=1, pattern=_NAME)
+    family: str = Field(default="nanosensor", min_length=1, max_length=64, pattern=_NAME)
     schedule: ShiftSchedule = Field(default_factory=ShiftSchedule)
     rate_hz: float = Field(default=20.0, gt=0, le=100_000)
     """Samples per second."""
     label_fraction: float = Field(default=0.3, ge=0, le=1)
     """Fraction of samples whose label is fed back."""
-    label_delay_samples: int = Field(default=10, ge=0)
+    label_delay_samples: int = Field(default=10, ge=0, le=MAX_COUNT)
     """A label arrives this many samples after its sample."""
 
 
@@ -147,13 +159,15 @@ class ReplaySource(_Section):
     """Recorded labelled data files, in order, as one stream (one segment per file)."""
 
     kind: Literal["replay"] = "replay"
-    files: tuple[str, ...] = Field(min_length=1)
-    rate_hz: float | None = Field(default=None, gt=0)
+    files: tuple[Annotated[str, Field(min_length=1, max_length=MAX_PATH)], ...] = Field(
+        min_length=1, max_length=10_000
+    )
+    rate_hz: float | None = Field(default=None, gt=0, le=100_000)
     """Samples per second; None replays as fast as possible, in simulated time."""
     label_fraction: float = Field(default=0.0, ge=0, le=1)
     """Fraction of samples whose label is fed back (after ``label_delay_samples``)."""
-    label_delay_samples: int = Field(default=0, ge=0)
-    labels_per_class_at_segment_start: int = Field(default=0, ge=0)
+    label_delay_samples: int = Field(default=0, ge=0, le=MAX_COUNT)
+    labels_per_class_at_segment_start: int = Field(default=0, ge=0, le=10_000)
     """Labelled samples per class revealed at the start of each file (segment)."""
 
 
@@ -189,21 +203,21 @@ Source = Annotated[
 class MonitorsConfig(_Section):
     """Plug-in names and settings of the monitors."""
 
-    ood_scorer: str = Field(default="mahalanobis", pattern=_NAME)
+    ood_scorer: str = Field(default="mahalanobis", max_length=64, pattern=_NAME)
     """OOD scorer name; unknown names are refused at start-up with the valid ones."""
-    detector: str = Field(default="cusum", pattern=_NAME)
+    detector: str = Field(default="cusum", max_length=64, pattern=_NAME)
     """Sequential change detector name, run on the OOD p-values."""
-    mean_samples_between_false_alarms: float = Field(default=5000.0, gt=1)
+    mean_samples_between_false_alarms: float = Field(default=5000.0, gt=1, le=1e8)
     """The detector's in-control average run length (samples per false alarm)."""
-    accuracy_window_labels: int = Field(default=100, ge=1)
+    accuracy_window_labels: int = Field(default=100, ge=1, le=MAX_COUNT)
     """Accuracy is computed over at most this many most recent labels."""
-    spike_density_window_samples: int = Field(default=100, ge=1)
+    spike_density_window_samples: int = Field(default=100, ge=1, le=MAX_COUNT)
     silent_threshold: float = Field(default=0.001, ge=0, le=1)
     """A layer whose windowed spike density (spikes per neuron per step) is at or
     below this is silent."""
     saturated_threshold: float = Field(default=0.5, gt=0, le=1)
     """A layer whose windowed spike density is at or above this is saturated."""
-    power_window_s: float = Field(default=10.0, gt=0)
+    power_window_s: float = Field(default=10.0, gt=0, le=MAX_SECONDS)
     """Power is energy over the last this many seconds, divided by them."""
 
     @model_validator(mode="after")
@@ -224,7 +238,7 @@ class DriftDetected(_Section):
     """The sequential change detector has raised an alarm."""
 
     signal: Literal["drift_detected"] = "drift_detected"
-    for_s: float = Field(default=0.0, ge=0)
+    for_s: float = Field(default=0.0, ge=0, le=MAX_SECONDS)
 
 
 class OodPvalueBelow(_Section):
@@ -232,7 +246,7 @@ class OodPvalueBelow(_Section):
 
     signal: Literal["ood_pvalue_below"] = "ood_pvalue_below"
     threshold: float = Field(gt=0, le=1)
-    for_s: float = Field(default=30.0, ge=0)
+    for_s: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
 
 
 class AccuracyBelow(_Section):
@@ -241,32 +255,36 @@ class AccuracyBelow(_Section):
 
     signal: Literal["accuracy_below"] = "accuracy_below"
     threshold: float = Field(ge=0, le=1)
-    last_n_labels: int = Field(default=50, ge=1)
-    for_s: float = Field(default=0.0, ge=0)
+    last_n_labels: int = Field(default=50, ge=1, le=MAX_COUNT)
+    for_s: float = Field(default=0.0, ge=0, le=MAX_SECONDS)
 
 
 class PowerAbove(_Section):
     """Power has stayed above ``watts`` for ``for_s`` seconds."""
 
     signal: Literal["power_above"] = "power_above"
-    watts: float = Field(gt=0)
-    for_s: float = Field(default=60.0, ge=0)
+    watts: float = Field(gt=0, le=1e6)
+    for_s: float = Field(default=60.0, ge=0, le=MAX_SECONDS)
 
 
 class LayerSilent(_Section):
     """Some layer (of ``layers``, or any when empty) has been silent for ``for_s`` s."""
 
     signal: Literal["layer_silent"] = "layer_silent"
-    layers: tuple[str, ...] = ()
-    for_s: float = Field(default=30.0, ge=0)
+    layers: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
+        default=(), max_length=64
+    )
+    for_s: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
 
 
 class LayerSaturated(_Section):
     """Some layer (of ``layers``, or any when empty) has been saturated for ``for_s`` s."""
 
     signal: Literal["layer_saturated"] = "layer_saturated"
-    layers: tuple[str, ...] = ()
-    for_s: float = Field(default=30.0, ge=0)
+    layers: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
+        default=(), max_length=64
+    )
+    for_s: float = Field(default=30.0, ge=0, le=MAX_SECONDS)
 
 
 Condition = Annotated[
@@ -281,7 +299,7 @@ class Rule(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=_NAME)
     condition: Condition
     action: Action
-    cooldown_s: float = Field(default=300.0, ge=0)
+    cooldown_s: float = Field(default=300.0, ge=0, le=MAX_SECONDS)
 
 
 def _default_rules() -> tuple[Rule, ...]:
@@ -301,22 +319,22 @@ def _default_rules() -> tuple[Rule, ...]:
 class RecalibrationConfig(_Section):
     """How a recalibration runs and how often it may."""
 
-    k_shot: int = Field(default=5, ge=1)
+    k_shot: int = Field(default=5, ge=1, le=1000)
     """Labelled samples per class used to adapt."""
-    holdout_per_class: int = Field(default=3, ge=1)
+    holdout_per_class: int = Field(default=3, ge=1, le=1000)
     """Labelled samples per class, not used to adapt, to compare candidate and serving."""
     acceptance_margin: float = Field(default=0.0, ge=0, le=1)
     """The candidate is accepted if its held-out accuracy is at most this much below
     the serving model's."""
-    max_per_hour: int = Field(default=4, ge=0)
+    max_per_hour: int = Field(default=4, ge=0, le=3600)
     """Recalibrations (all triggers) per rolling hour; 0 stops rule-triggered ones."""
-    learning_energy_budget_j_per_day: float | None = Field(default=None, gt=0)
+    learning_energy_budget_j_per_day: float | None = Field(default=None, gt=0, le=1e9)
     """Learning energy (joules) per UTC day; None means no budget."""
     allow_label_free_fallback: bool = True
     """With fewer than ``k_shot`` labels per class, adapt label-free instead of waiting."""
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
     """A recalibration running longer is abandoned and the candidate discarded."""
-    low_power_n_steps: int | None = Field(default=None, ge=1)
+    low_power_n_steps: int | None = Field(default=None, ge=1, le=MAX_N_STEPS)
     """Time steps per sample in low-power mode; None means half the model's."""
 
 
@@ -325,7 +343,7 @@ class IntervalSchedule(_Section):
 
     id: str = Field(min_length=1, max_length=64, pattern=_NAME)
     kind: Literal["interval"] = "interval"
-    every_s: float = Field(gt=0)
+    every_s: float = Field(gt=0, le=MAX_SECONDS)
     action: Action
 
 
@@ -334,8 +352,8 @@ class CronSchedule(_Section):
 
     id: str = Field(min_length=1, max_length=64, pattern=_NAME)
     kind: Literal["cron"] = "cron"
-    cron: str
-    timezone: str = "UTC"
+    cron: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
     action: Action
 
     @field_validator("cron")
@@ -397,10 +415,13 @@ class AlertsConfig(_Section):
 
     enabled: bool = True
     action_label: str = Field(default="regulator_action", pattern=_ENV_NAME)
-    allowed_actions: tuple[Action, ...] = (
-        "recalibrate_supervised",
-        "recalibrate_label_free",
-        "rollback",
+    allowed_actions: tuple[Action, ...] = Field(
+        max_length=16,
+        default=(
+            "recalibrate_supervised",
+            "recalibrate_label_free",
+            "rollback",
+        ),
     )
 
 
@@ -410,14 +431,19 @@ class AlertsConfig(_Section):
 class HttpConfig(_Section):
     """HTTP bind address and where the bearer token comes from (never this file)."""
 
-    host: str = Field(default="127.0.0.1", min_length=1)
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
     port: int = Field(default=9890, ge=0, le=65535)
     """0 picks a free port."""
     token_env: str = Field(default="REGULATOR_TOKEN", pattern=_ENV_NAME)
     """Environment variable holding the token for mutating routes."""
-    token_file: str | None = Field(default=None, min_length=1)
+    token_file: str | None = Field(default=None, min_length=1, max_length=MAX_PATH)
     """A file holding the token (first line); takes precedence over ``token_env``."""
-    max_body_bytes: int = Field(default=1 << 20, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=1, le=64 << 20)
+    max_json_depth: int = Field(default=32, ge=2, le=1000)
+    """Bodies nested deeper are refused (400) before they are parsed."""
+    docs: Literal["loopback", "always", "never"] = "loopback"
+    """``/openapi.json`` and ``/docs``: served when the daemon binds a loopback address
+    (the default), always, or never."""
 
     token: SkipJsonSchema[None] = Field(default=None, exclude=True, repr=False)
     """Always refused when given: see ``_TOKEN_HELP``."""
@@ -438,6 +464,26 @@ class LoggingConfig(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class StorageConfig(_Section):
+    """Retention and disk use of the state directory (sizes in bytes)."""
+
+    reserve_bytes: int = Field(default=64 << 20, ge=0, le=1 << 40)
+    """Free space the daemon never eats into: a label, event or model version that would
+    leave less free on the state directory's file system is refused (labels: 507) and
+    counted, and writing resumes by itself when space returns."""
+    keep_versions: int = Field(default=32, ge=2, le=100_000)
+    """Registry versions kept whatever they are (the newest N)."""
+    keep_served_versions: int = Field(default=256, ge=1, le=100_000)
+    """Older versions that once served, kept for rollback and audit (the newest N of
+    them); the first version (the shipped prior) and the served one are always kept."""
+    event_log_max_bytes: int = Field(default=64 << 20, ge=4096, le=1 << 40)
+    """The event log is rotated when it grows past this."""
+    event_log_files: int = Field(default=2, ge=1, le=100)
+    """Rotated event logs kept beside the live one (``events.jsonl.1`` …)."""
+    max_labels: int = Field(default=10_000, ge=10, le=MAX_COUNT)
+    """Labelled samples buffered (oldest dropped first)."""
+
+
 # --- the policy -----------------------------------------------------------------------
 
 
@@ -448,13 +494,14 @@ class Policy(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     source: Source = Field(default_factory=SimulatedSource)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
-    rules: tuple[Rule, ...] = Field(default_factory=_default_rules)
+    rules: tuple[Rule, ...] = Field(default_factory=_default_rules, max_length=256)
     recalibration: RecalibrationConfig = Field(default_factory=RecalibrationConfig)
-    schedules: tuple[Schedule, ...] = ()
+    schedules: tuple[Schedule, ...] = Field(default=(), max_length=256)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    state_dir: str = Field(default="state", min_length=1)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    state_dir: str = Field(default="state", min_length=1, max_length=MAX_PATH)
     """Registry, event log, buffers; ``--state-dir`` overrides it."""
 
     token: SkipJsonSchema[None] = Field(default=None, exclude=True, repr=False)
@@ -578,74 +625,27 @@ def parse_policy(data: Any, origin: str = "policy") -> Policy:
             f"{origin}: the top level must be a mapping of sections, not {type(data).__name__}"
         )
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         lines = format_validation_error(exc)
-        noun = "error" if len(lines) == 1 else "errors"
-        body = "\n".join(f"  {line}" for line in lines)
-        raise ConfigError(f"{origin}: invalid policy ({len(lines)} {noun}):\n{body}") from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping (YAML keeps the last
-    silently, which hides typos in long policy files)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
-            continue
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_policy(path: Path | str | None) -> Policy:
-    """Read and validate a policy file; None gives the embedded default.
-
-    A ``.toml`` suffix is read as TOML, anything else as YAML. Raises ConfigError for an
-    unreadable file, a syntax error (with its line) or invalid content (every error,
-    each with its dotted field path)."""
-    if path is None:
-        return Policy()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read policy file: {exc}") from None
-    data: Any
-    if path.suffix.lower() == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    except RecursionError:  # pydantic's own guard should catch it first; never a traceback
+        lines = ["(top level): nesting too deep"]
     else:
-        try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = exc.problem or exc.context or "syntax error"
-            ctx = exc.context_mark
-            if exc.context and ctx is not None and ctx is not mark:
-                problem += f" ({exc.context} at line {ctx.line + 1}, column {ctx.column + 1})"
-            raise ConfigError(f"{path}: YAML error{where}: {problem}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: YAML error: {exc}") from None
-    return parse_policy(data, origin=str(path))
+        from regulator.policy.plugins import plugin_name_errors
+
+        lines = plugin_name_errors(policy)
+        if not lines:
+            return policy
+    noun = "error" if len(lines) == 1 else "errors"
+    body = "\n".join(f"  {line}" for line in lines)
+    raise ConfigError(f"{origin}: invalid policy ({len(lines)} {noun}):\n{body}") from None
 
 
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of the policy file (for editors and documentation)."""
     return Policy.model_json_schema()
+
+
+# Reading files (size, nesting and file-type limits) lives in its own module; it is
+# re-exported here, where callers have always found it.
+from regulator.policy.loader import load_policy  # noqa: E402
