@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from regulator.build import version_line
 from regulator.errors import ConfigError, RegulatorError
 
 
@@ -16,6 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="regulator",
         description="Meta-regulator daemon for neuromorphic chips: serve, monitor, recalibrate.",
+    )
+    p.add_argument(
+        "--version", action="version", version=version_line(), help="print the versions and exit"
     )
     sub = p.add_subparsers(dest="command", required=True)
 

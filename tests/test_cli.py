@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -15,16 +17,28 @@ POLICIES = sorted((REPO / "deploy" / "policies").glob("*.yaml"))
 COMMANDS = ("run", "check-config", "train", "evaluate", "replay", "export-nir", "report")
 
 
-def test_help_lists_every_command() -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "regulator.cli", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command in a real process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "regulator.cli", *args], capture_output=True, text=True, timeout=60
     )
+
+
+def test_help_lists_every_command() -> None:
+    res = _cli("--help")
     assert res.returncode == 0, res.stderr
     for cmd in COMMANDS:
         assert cmd in res.stdout
+
+
+def test_version_flag_prints_the_installed_versions() -> None:
+    res = _cli("--version")
+    assert res.returncode == 0, res.stderr
+    want = (
+        f"regulator {metadata.version('regulator')} (python {platform.python_version()}, "
+        f"torch {metadata.version('torch')}, norse {metadata.version('norse')})"
+    )
+    assert res.stdout.strip() == want
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

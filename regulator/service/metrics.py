@@ -26,8 +26,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.metrics import MetricWrapperBase
+
+from regulator.build import build_info
 
 __all__ = [
     "INFERENCE_BUCKETS",
@@ -77,9 +79,11 @@ class Metrics:
 
     A second instance on a fresh registry works (reload builds a new one); two on the
     same registry raise ``ValueError`` (duplicated timeseries), by prometheus-client.
+    With ``process`` (the default) the registry also gets prometheus-client's
+    ``process_*`` metrics of this process (CPU seconds, resident memory, open fds).
     """
 
-    def __init__(self, registry: CollectorRegistry, device: str) -> None:
+    def __init__(self, registry: CollectorRegistry, device: str, process: bool = True) -> None:
         if not device:
             raise ValueError("device id must be a non-empty string")
         self.registry = registry
@@ -201,6 +205,14 @@ class Metrics:
         self.last_tick = gauge(
             "regulator_last_tick_timestamp_seconds", "When the main loop last ticked."
         ).labels(dev)
+        info = build_info()
+        gauge(
+            "regulator_build_info",
+            "This build (value 1): package version, Python, torch and Norse versions.",
+            tuple(info),
+        ).labels(dev, *info.values()).set(1)
+        if process:
+            ProcessCollector(registry=registry)
 
         for phase in ENERGY_PHASES:
             self.energy.labels(phase=phase)
