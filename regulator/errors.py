@@ -13,7 +13,13 @@ still catch what they expect::
     ├── AdaptationError(RegulatorError, RuntimeError)  few-shot adaptation could not run
     │   └── NotEnoughSamplesError(AdaptationError)     fewer labelled samples than asked for
     ├── RegistryError(RegulatorError, RuntimeError)    the versioned model store refused a change
-    └── StorageFullError(RegulatorError, OSError)      the state disk (or its reserve) is full
+    ├── StorageFullError(RegulatorError, OSError)      the state disk (or its reserve) is full
+    └── ClientError(RegulatorError)                    raised by :mod:`regulator.client`
+        ├── DaemonUnreachableError(ClientError, ConnectionError)  no answer (refused, timeout)
+        └── ApiError(ClientError, RuntimeError)        an HTTP error answer (``status``, ``detail``)
+            ├── AuthError(ApiError, PermissionError)   401, or 503 with no token configured
+            ├── RequestRejectedError(ApiError, ValueError)  400, 413, 422: the body was refused
+            └── ConflictError(ApiError)                409: the runtime refused the request
 
 Every refusal of an input is counted under one vocabulary, :data:`RejectReason`: the
 ``reason`` label of ``regulator_samples_rejected_total`` and
@@ -23,7 +29,7 @@ Every refusal of an input is counted under one vocabulary, :data:`RejectReason`:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 RejectReason = Literal[
     "bad_shape",  # not [C] or [C][L], or not the served model's input shape
@@ -103,3 +109,32 @@ class RegistryError(RegulatorError, RuntimeError):
 class StorageFullError(RegulatorError, OSError):
     """The state directory cannot take a write now: the disk is full, or the write would
     eat into the configured reserve. Nothing was written; retry when space returns."""
+
+
+class ClientError(RegulatorError):
+    """Raised by :mod:`regulator.client` talking to a daemon."""
+
+
+class DaemonUnreachableError(ClientError, ConnectionError):
+    """The daemon did not answer: connection refused, reset, or timed out."""
+
+
+class ApiError(ClientError, RuntimeError):
+    """The daemon answered with an HTTP error; ``status`` and its ``detail`` body."""
+
+    def __init__(self, message: str, status: int, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+class AuthError(ApiError, PermissionError):
+    """The bearer token is missing or wrong (401), or the daemon has none set (503)."""
+
+
+class RequestRejectedError(ApiError, ValueError):
+    """The request body was refused (400, 413 too large, 422 invalid)."""
+
+
+class ConflictError(ApiError):
+    """The runtime refused the request in its current state (409)."""

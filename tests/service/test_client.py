@@ -1,0 +1,115 @@
+"""``regulator.client`` against a real daemon process over real HTTP (the client lives
+at ``regulator/client.py``; it is tested here, beside the daemon fixtures)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from regulator.client import Client, FeedbackResult
+from regulator.errors import (
+    ApiError,
+    AuthError,
+    DaemonUnreachableError,
+    RequestRejectedError,
+)
+from tests.service.conftest import (
+    TOKEN,
+    DaemonProcess,
+    free_port,
+    policy_dict,
+    wait_for,
+    write_policy,
+)
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_prior: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    root = tmp_path_factory.mktemp("client-daemon")
+    cfg = write_policy(
+        root / "policy.yaml", policy_dict(tiny_prior, source={"kind": "http", "queue_size": 64})
+    )
+    d = DaemonProcess(cfg, root / "state", root / "daemon.log")
+    try:
+        d.start().wait_ready()
+        yield d
+    finally:
+        d.close()
+
+
+def _samples(n: int) -> tuple[np.ndarray, np.ndarray]:
+    from regulator.tasks.base import make_family
+
+    fam = make_family("nanosensor")
+    return fam.sample(fam.nominal_environment(), n, np.random.default_rng(3))
+
+
+def test_reads_health_status_models_and_metrics(daemon: DaemonProcess) -> None:
+    with Client(daemon.url) as c:  # reading needs no token
+        assert c.healthy() and c.ready()
+        status = c.status()
+        assert status["device"] == "dev-test" and status["version"] == "v000001"
+        [model] = c.models()
+        assert model["version"] == "v000001" and model["serving"] is True
+        assert 'regulator_samples_total{device="dev-test"}' in c.metrics()
+
+
+def test_pushes_samples_then_labels_them(daemon: DaemonProcess) -> None:
+    x, y = _samples(4)
+    with Client(daemon.url, token=TOKEN) as c:
+        served0 = daemon.metric("regulator_samples_total")
+        pushed = c.push_samples(x, ids=[f"c{i}" for i in range(4)])  # numpy in, JSON out
+        assert pushed.accepted == 4 and pushed.ids == ["c0", "c1", "c2", "c3"]
+        assert pushed.rejected == []
+        wait_for(lambda: daemon.metric("regulator_samples_total") >= served0 + 4, 15, what="served")
+        labels0 = daemon.metric("regulator_labels_total")
+        assert c.label("c0", int(y[0])) == FeedbackResult(accepted=1, rejected=0)
+        got = c.feedback(
+            [{"sample_id": "c1", "y": int(y[1])}, {"x": x[2], "y": int(y[2])}]  # by id, with x
+        )
+        assert got == FeedbackResult(accepted=2, rejected=0)
+        assert daemon.metric("regulator_labels_total") == labels0 + 3
+        # a label for a sample the daemon never saw is counted as refused, not an error
+        assert c.label("never-pushed", 0) == FeedbackResult(accepted=0, rejected=1)
+        # one good and one malformed sample: 200 with the refusal listed by index
+        mixed = c.push_samples([x[3], [[1.0, 2.0], [3.0]]])
+        assert mixed.accepted == 1 and [r["index"] for r in mixed.rejected] == [1]
+
+
+def test_recalibrate_and_rollback_answer(daemon: DaemonProcess) -> None:
+    with Client(daemon.url, token=TOKEN) as c:
+        assert "scheduled" in c.recalibrate(reason="client test")
+        assert c.rollback()["ok"] is False  # one version only: nothing to roll back to
+
+
+def test_token_from_the_environment(daemon: DaemonProcess, monkeypatch: Any) -> None:
+    monkeypatch.setenv("REGULATOR_TOKEN", TOKEN)
+    with Client(daemon.url) as c:
+        assert "scheduled" in c.recalibrate()
+
+
+def test_errors_are_typed(daemon: DaemonProcess, monkeypatch: Any) -> None:
+    monkeypatch.delenv("REGULATOR_TOKEN", raising=False)
+    x, _ = _samples(1)
+    with Client(daemon.url, token="wrong-token") as c, pytest.raises(AuthError) as auth:
+        c.push_samples(x)
+    assert auth.value.status == 401 and isinstance(auth.value, PermissionError)
+    with Client(daemon.url) as c, pytest.raises(AuthError):  # no token at all
+        c.rollback()
+    with Client(daemon.url, token=TOKEN) as c:
+        with pytest.raises(RequestRejectedError) as bad:
+            c.push_samples([[[1.0, 2.0], [3.0]]])  # every sample refused (ragged): 422
+        assert bad.value.status == 422 and isinstance(bad.value, ValueError)
+        with pytest.raises(RequestRejectedError):
+            c.feedback([])  # an empty list is not a body the route takes
+        with pytest.raises(ApiError) as missing:
+            c._json("GET", "/v1/no-such-route")
+        assert missing.value.status == 404 and not isinstance(missing.value, AuthError)
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=2.0) as c:
+        with pytest.raises(DaemonUnreachableError) as down:
+            c.status()
+        assert isinstance(down.value, ConnectionError)
