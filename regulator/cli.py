@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--config", type=Path, help="policy file")
     rp.add_argument("--data", nargs="+", default=[], help="recorded files, one segment each")
     rp.add_argument("--report", type=Path, required=True, help="JSON report to write")
+    rp.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (none off a terminal)"
+    )
 
     ex = sub.add_parser("export-nir", help="export a model to NIR")
     ex.add_argument("model", type=Path)
@@ -150,7 +153,7 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     from regulator.service.replay import run_replay
 
     policy = load_policy(a.config)
-    report = run_replay(policy, a.data, a.report)
+    report = run_replay(policy, a.data, a.report, progress=not a.no_progress)
     for seg in report["segments"]:
         acc = seg.get("accuracy", seg.get("mae"))
         print(

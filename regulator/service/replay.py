@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from regulator import atomic
 from regulator.errors import ConfigError
@@ -28,9 +29,16 @@ TICK_EVERY = 10  # samples between rule evaluations
 
 
 def run_replay(
-    policy: Policy, data: list[str], report_path: Path | None, state_dir: Path | None = None
+    policy: Policy,
+    data: list[str],
+    report_path: Path | None,
+    state_dir: Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Replay ``data`` files through the runtime; write and return the report."""
+    """Replay ``data`` files through the runtime; write and return the report.
+
+    With ``progress``, bars on stderr (when it is a terminal) count the files read and
+    the samples replayed, with the segment and its running accuracy."""
     if not data:
         if isinstance(policy.source, ReplaySource):
             data = list(policy.source.files)
@@ -45,7 +53,9 @@ def run_replay(
         seed=policy.device.seed,
     )
     files = [resolve_path(p) for p in data]
-    recordings = [load_file(p) for p in files]
+    bar_opts: dict[str, Any] = {"disable": None if progress else True, "dynamic_ncols": True}
+    recordings = [load_file(p) for p in tqdm(files, desc="read", unit="file", **bar_opts)]
+    bar = tqdm(total=sum(len(r.y) for r in recordings), desc="replay", unit="sample", **bar_opts)
     sim_t = [0.0]
     with tempfile.TemporaryDirectory(prefix="regulator-replay-") as tmp:
         root = state_dir or Path(tmp) / "state"
@@ -80,6 +90,9 @@ def run_replay(
                 i += 1
                 if i % TICK_EVERY == 0:
                     rt.tick()
+                    bar.update(TICK_EVERY)
+                    if correct and rt.serving.bundle.kind == "classification":
+                        bar.set_postfix_str(f"{path.name} accuracy {np.mean(correct):.3f}")
             dets = rt.detections[n_det0:]
             segments.append(
                 {
@@ -116,6 +129,8 @@ def run_replay(
             "events": rt.state.events.read_all(),
         }
         rt.close()
+    bar.update(i - bar.n)
+    bar.close()
     if report_path is not None:
         atomic.write_json(report_path, report)
     return report
