@@ -15,6 +15,14 @@ change of state is one atomic rewrite of ``current``, so a kill -9 at any point 
 either the old or the new state. A version folder appears by one directory rename, and
 temporary leftovers of interrupted writes are removed when the registry is opened.
 
+Damage never stops the service: :meth:`Registry.open_serving` checks every version at
+start, moves a damaged one (checksum, missing file, unreadable manifest or lineage) to
+``registry/quarantine/``, and serves the served version if it is sound, else the newest
+sound version that served, else a fresh import of the shipped prior; an unreadable or
+dangling ``current`` is quarantined and rebuilt. :attr:`Registry.problems` says what
+was found. :meth:`Registry.prune` keeps the newest N versions and the newest M that
+ever served (the first version and the served one always).
+
 >>> import tempfile, pathlib
 >>> from regulator.modelfolder import write_manifest
 >>> tmp = pathlib.Path(tempfile.mkdtemp())
@@ -49,17 +57,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from regulator import atomic, modelfolder
-from regulator.errors import ModelFolderError, RegistryError
+from regulator.errors import ModelFolderError, RegistryError, RegulatorError
+
+if TYPE_CHECKING:
+    from regulator.service.storage import DiskGuard
 
 __all__ = ["LINEAGE", "Registry", "VersionInfo"]
 
 log = logging.getLogger(__name__)
 
 LINEAGE = "lineage.json"
+QUARANTINE = "quarantine"
 _POINTER = "current"
+T = TypeVar("T")
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
 
 Status = Literal["good", "rolled_back"]
@@ -118,10 +131,18 @@ class Registry:
     ``clock`` gives ``created_at`` in seconds (simulated time in replay).
     """
 
-    def __init__(self, root: str | os.PathLike[str], clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        clock: Callable[[], float] = time.time,
+        guard: DiskGuard | None = None,
+    ):
         self.root = Path(root)
         self._clock = clock
+        self._guard = guard
         self._lock = threading.RLock()
+        self.problems: list[dict[str, str]] = []
+        """What was found damaged or missing (``{"what", "reason"}``), for /v1/status."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._clean_leftovers()
         self._pointer = self._read_pointer()
@@ -175,8 +196,7 @@ class Registry:
         with self._lock:
             if parent is not None:
                 self.path(parent)
-            names = self._version_names()
-            version = _version_name(_version_number(names[-1]) + 1 if names else 1)
+            version = _version_name(self._last_number() + 1)
             lineage = {
                 "version": version,
                 "parent": parent,
@@ -186,6 +206,8 @@ class Registry:
                 "created_at": float(self._clock()),
                 "status": "good",
             }
+            if self._guard is not None:
+                self._guard.check(_folder_bytes(Path(src_folder)), "version")
             stage = self.root / f"{atomic.TMP_PREFIX}stage-{version}"
             if stage.exists():
                 shutil.rmtree(stage)
@@ -303,10 +325,15 @@ class Registry:
                 promoted=[str(v) for v in raw.get("promoted", [])],
                 rolled_back=[str(v) for v in raw.get("rolled_back", [])],
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"{path}: unreadable registry pointer: {exc}") from exc
+            if ptr.current is not None:
+                _version_number(str(ptr.current))
+        except (OSError, ValueError, KeyError, TypeError, RegistryError) as exc:
+            self._problem(_POINTER, f"unreadable registry pointer: {exc}")
+            self._quarantine_path(path, _POINTER)
+            return _Pointer()
         if ptr.current is not None and not (self.root / ptr.current).is_dir():
-            raise RegistryError(f"{path}: points at missing version {ptr.current!r}")
+            self._problem(_POINTER, f"points at missing version {ptr.current!r}")
+            ptr.current = None
         return ptr
 
     def _commit(self, new: _Pointer) -> None:
@@ -325,17 +352,18 @@ class Registry:
         return "rolled_back" if version in self._pointer.rolled_back else "good"
 
     def _sync_lineage_status(self) -> None:
-        """Mirror the pointer's statuses into each lineage.json (repairs after a crash)."""
+        """Mirror the pointer's statuses into each lineage.json (repairs after a crash).
+        Best effort: on a full disk the pointer, which is authoritative, still says it."""
         for v in self._version_names():
             path = self.root / v / LINEAGE
             try:
                 lineage = atomic.read_json(path)
-            except (OSError, ValueError):
-                continue
-            status = self._status(v)
-            if lineage.get("status") != status:
-                lineage["status"] = status
-                atomic.write_json(path, lineage)
+                status = self._status(v)
+                if isinstance(lineage, dict) and lineage.get("status") != status:
+                    lineage["status"] = status
+                    atomic.write_json(path, lineage)
+            except (OSError, ValueError) as exc:
+                log.debug("registry: lineage of %s not synced: %s", v, exc)
 
     def _info(self, version: str) -> VersionInfo:
         try:
@@ -353,3 +381,119 @@ class Registry:
             promoted=version in self._pointer.promoted,
             current=version == self._pointer.current,
         )
+
+    # -- damage and retention --------------------------------------------------------
+
+    def _problem(self, what: str, reason: str) -> None:
+        log.error("registry: %s: %s", what, reason)
+        self.problems.append({"what": what, "reason": reason})
+
+    def _last_number(self) -> int:
+        """The highest version number ever used here (on disk, in the pointer, or in
+        quarantine), so that a number is never given twice."""
+        nums = [_version_number(v) for v in self._version_names()]
+        p = self._pointer
+        nums += [_version_number(v) for v in (*p.promoted, *p.rolled_back) if _VERSION_RE.match(v)]
+        qdir = self.root / QUARANTINE
+        if qdir.is_dir():
+            for q in qdir.iterdir():
+                m = _VERSION_RE.match(q.name.split("-", 1)[0])
+                if m:
+                    nums.append(int(m.group(1)))
+        return max(nums, default=0)
+
+    def _quarantine_path(self, path: Path, name: str) -> None:
+        qdir = self.root / QUARANTINE
+        try:
+            qdir.mkdir(exist_ok=True)
+            os.rename(path, qdir / f"{name}-{time.time_ns()}")
+            atomic.fsync_dir(self.root)
+        except OSError as exc:  # cannot move it (read-only disk?): leave it, say so
+            log.error("registry: cannot quarantine %s: %s", path, exc)
+
+    def quarantine(self, version: str, reason: str) -> None:
+        """Move a damaged version out of the registry (to ``quarantine/``), with why."""
+        with self._lock:
+            self._problem(version, reason)
+            self._quarantine_path(self.root / version, version)
+            if self._pointer.current == version:
+                self._pointer.current = None
+
+    def _check_version(self, version: str) -> None:
+        self.verify(version)
+        lineage = atomic.read_json(self.root / version / LINEAGE)
+        if not isinstance(lineage, dict) or lineage.get("version") != version:
+            raise RegistryError(f"{LINEAGE} does not describe {version}")
+
+    def open_serving(self, prior_folder: str | os.PathLike[str], load: Callable[[str], T]) -> T:
+        """Check every version, quarantine the damaged ones, and return ``load(v)`` of
+        the version to serve: the served one if sound, else the newest sound version
+        that served, else any sound one, else a fresh import of ``prior_folder``. A
+        version that ``load`` refuses is quarantined too. Promotes what it serves."""
+        with self._lock:
+            for v in self._version_names():
+                try:
+                    self._check_version(v)
+                except (RegulatorError, OSError, ValueError) as exc:
+                    self.quarantine(v, f"damaged: {exc}")
+            p = self._pointer
+            names = self._version_names()
+            served = [v for v in reversed(names) if v in p.promoted and v not in p.rolled_back]
+            others = [v for v in reversed(names) if v not in served and v not in p.rolled_back]
+            order = [v for v in [p.current] if v is not None and v in names]
+            order += [v for v in served + others if v not in order]
+            for v in order:
+                try:
+                    out = load(v)
+                except (RegulatorError, OSError, ValueError, KeyError, TypeError) as exc:
+                    self.quarantine(v, f"cannot be loaded: {exc}")
+                    continue
+                if v != self._pointer.current:
+                    if self.problems:
+                        log.warning("registry: serving %s instead (degraded)", v)
+                    self.promote(v)
+                return out
+            if names or self.problems:
+                log.warning("registry: no sound version; importing the shipped prior again")
+            version = self.add(
+                prior_folder,
+                parent=None,
+                trigger="bootstrap",
+                data_used={"source": str(prior_folder)},
+            )
+            self.promote(version)
+            return load(version)
+
+    def prune(self, keep_last: int, keep_served: int) -> list[str]:
+        """Delete versions beyond the newest ``keep_last``, except the newest
+        ``keep_served`` that ever served, the first and the served one; return them."""
+        with self._lock:
+            names = self._version_names()
+            p = self._pointer
+            keep = set(names[-keep_last:]) | set(names[:1])
+            keep |= set([v for v in names if v in p.promoted][-keep_served:])
+            if p.current is not None:
+                keep.add(p.current)
+            doomed = [v for v in names if v not in keep]
+            for v in doomed:  # rename first: a kill mid-delete leaves only debris
+                tmp = self.root / f"{atomic.TMP_PREFIX}prune-{v}"
+                os.rename(self.root / v, tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+            if doomed:
+                atomic.fsync_dir(self.root)
+                gone = set(doomed)
+                self._commit(
+                    _Pointer(
+                        current=p.current,
+                        promoted=[v for v in p.promoted if v not in gone],
+                        rolled_back=[v for v in p.rolled_back if v not in gone],
+                    )
+                )
+                log.info(
+                    "registry: pruned %d versions (%s … %s)", len(doomed), doomed[0], doomed[-1]
+                )
+            return doomed
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

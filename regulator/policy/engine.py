@@ -254,6 +254,12 @@ class RuleEngine:
             )
         return None
 
+    def refund_recalibration(self) -> None:
+        """The latest recalibration a rule fired did no work (it only waited for labels,
+        or one was already pending): it no longer counts towards ``max_per_hour``."""
+        if self._state.recalibrations_t_s:
+            self._state.recalibrations_t_s.pop()
+
     def _forget_old_recalibrations(self, t: float) -> None:
         self._state.recalibrations_t_s = [
             x for x in self._state.recalibrations_t_s if t - x < _HOUR_S

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from regulator.errors import ConfigError, InputError, RegulatorError
+from regulator.errors import ConfigError, InputError, RegistryError, RegulatorError, RejectReason
 from regulator.policy.model import HttpSource as HttpSourceConfig
 from regulator.policy.model import Policy, ReplaySource, SimulatedSource, load_policy
 from regulator.service.api import FeedbackItem, Sample, ServerThread, build_app, serve
@@ -134,7 +135,10 @@ class DaemonAPI:
         return self.d.scheduler.pending(RECAL_JOB) if key is None else False
 
     def rollback(self) -> dict[str, Any]:
-        return self.d.runtime.rollback(trigger="http")
+        result = self.d.runtime.rollback(trigger="http")
+        if not result.get("ok"):
+            raise RegistryError(str(result.get("reason") or "nothing to roll back"))  # 409
+        return result
 
     def feedback(self, items: list[FeedbackItem]) -> dict[str, Any]:
         out = self.d.runtime.add_labels(
@@ -159,18 +163,33 @@ class DaemonAPI:
             try:
                 accepted.append(self.d.http_source.push(np.asarray(it.x, np.float32), it.sample_id))
             except (InputError, ValueError) as err:
-                msg = str(err)
-                reason = (
-                    "queue"
-                    if "queue" in msg or "closed" in msg
-                    else ("nonfinite" if "non-finite" in msg else "shape")
-                )
+                reason = _push_reason(err)
                 self.d.runtime.metrics.samples_rejected.labels(reason=reason).inc()
-                rejected.append({"index": i, "reason": str(err)})
+                rejected.append({"index": i, "reason": reason, "detail": str(err)})
         return {"accepted": len(accepted), "ids": accepted, "rejected": rejected}
 
-    def record_event(self, kind: str, **fields: Any) -> None:
-        self.d.runtime.state.events.append(kind, **fields)
+    def record_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.d.runtime.state.events.append_many(events)
+
+
+def _push_reason(err: Exception) -> RejectReason:
+    """The HTTP source's refusal in the one vocabulary of reasons."""
+    msg = str(err)
+    if "queue" in msg or "closed" in msg:
+        return "queue_full"
+    if "non-finite" in msg:
+        return "non_finite"
+    return "bad_shape"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Daemon:
@@ -249,15 +268,27 @@ class Daemon:
             else:
                 self.scheduler.add_cron(f"schedule-{sched.id}", sched.cron, run_scheduled)
         self.scheduler.start()
+        http = self.policy.http
+        loopback = is_loopback(http.host)
+        if not loopback:
+            log.warning(
+                "binding %s, beyond loopback: the read routes (/metrics, /v1/status, "
+                "/v1/models) are open to that network; put a firewall or an authenticating "
+                "proxy in front",
+                http.host,
+            )
+        docs = http.docs == "always" or (http.docs == "loopback" and loopback)
         app = build_app(
             DaemonAPI(self),
             rt.metrics_registry,
             lambda: read_token(self.policy),
-            self.policy.http.max_body_bytes,
+            http.max_body_bytes,
             metrics=rt.metrics,
+            max_json_depth=http.max_json_depth,
+            docs=docs,
         )
-        self.server = serve(app, self.policy.http.host, self.policy.http.port)
-        log.info("listening on http://%s:%d", self.policy.http.host, self.server.port)
+        self.server = serve(app, http.host, http.port)
+        log.info("listening on http://%s:%d", http.host, self.server.port)
         if read_token(self.policy) is None:
             log.warning(
                 "no token configured (%s): mutating routes are refused", self.policy.http.token_env

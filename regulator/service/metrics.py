@@ -110,6 +110,25 @@ class Metrics:
             ),
             dev,
         )
+        self.requests_rejected: Family[Counter] = Family(
+            counter(
+                "regulator_requests_rejected_total",
+                "HTTP requests refused whole (4xx), by reason (RejectReason).",
+                ("reason",),
+            ),
+            dev,
+        )
+        self.http_server_errors = counter(
+            "regulator_http_server_errors_total", "HTTP requests answered with a 5xx."
+        ).labels(dev)
+        self.labels_skipped: Family[Counter] = Family(
+            counter(
+                "regulator_labels_skipped_total",
+                "Stored labels a recalibration left out (wrong shape, class), by reason.",
+                ("reason",),
+            ),
+            dev,
+        )
         self.labels_received = counter(
             "regulator_labels_total", "Labelled samples accepted into the feedback buffer."
         ).labels(dev)
@@ -202,6 +221,32 @@ class Metrics:
             ),
             dev,
         )
+        # storage and state health
+        self.storage_refused: Family[Counter] = Family(
+            counter(
+                "regulator_storage_refused_total",
+                "Writes refused for lack of disk space or reserve, by what (label, event, "
+                "version, monitors).",
+                ("what",),
+            ),
+            dev,
+        )
+        self.state_bytes = gauge(
+            "regulator_state_bytes", "Bytes used by the state directory (read at scrape)."
+        ).labels(dev)
+        self.disk_free_bytes = gauge(
+            "regulator_disk_free_bytes",
+            "Free bytes on the state directory's file system (read at scrape).",
+        ).labels(dev)
+        self.degraded = gauge(
+            "regulator_degraded",
+            "1 while the daemon runs degraded (damaged state quarantined at start, or a "
+            "full disk); /v1/status says why.",
+        ).labels(dev)
+        self.quarantined = counter(
+            "regulator_registry_quarantined_total",
+            "Registry versions or files found damaged and moved to quarantine.",
+        ).labels(dev)
         self.last_tick = gauge(
             "regulator_last_tick_timestamp_seconds", "When the main loop last ticked."
         ).labels(dev)

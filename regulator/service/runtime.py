@@ -28,14 +28,21 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from regulator.errors import ConfigError, InputError, RegistryError, RegulatorError
+from regulator.errors import (
+    REJECT_REASONS,
+    ConfigError,
+    InputError,
+    RegistryError,
+    RegulatorError,
+    RejectReason,
+)
 from regulator.meta.model import ChipModel, ModelBundle
 from regulator.monitor.accuracy import AccuracyMonitor
 from regulator.monitor.density import SpikeDensityMonitor
 from regulator.monitor.energy import EnergyMonitor
 from regulator.monitor.stream import OODMonitor
 from regulator.policy.engine import Decision, RuleEngine, Signals
-from regulator.policy.model import Policy
+from regulator.policy.model import RECALIBRATION_ACTIONS, Policy
 from regulator.registry import Registry
 from regulator.service.candidate import CandidateRequest, CandidateRunner, run_inline
 from regulator.service.metrics import Metrics
@@ -46,7 +53,6 @@ log = logging.getLogger(__name__)
 RECAL_JOB = "recalibration"
 RECENT_SAMPLES = 4096  # unlabelled inputs kept for label matching and label-free refits
 TRIGGERS = ("rule", "schedule", "alert", "http")
-REJECT_REASONS = ("shape", "nonfinite", "label", "unknown_sample", "queue")
 QUIET_SAMPLES = 200  # samples without an alarm that end a drift episode
 SNAPSHOT_EVERY_S = 10.0  # monitor snapshots in the event log, for `regulator report`
 LABEL_LOOKBACK_S = 2.0  # labels this long before a drift alarm count as post-shift
@@ -122,10 +128,19 @@ class Runtime:
         self.submit: Callable[[str, Callable[[], Any]], bool] | None = None
         # Where candidates are built: inline here; the daemon uses a worker process.
         self.candidate_runner: CandidateRunner = run_inline
-        self.state = StateDir(state_dir, lock=lock_state)
-        self.registry = Registry(self.state.registry_dir)
+        store = policy.storage
+        self.state = StateDir(
+            state_dir,
+            lock=lock_state,
+            max_labels=store.max_labels,
+            reserve_bytes=store.reserve_bytes,
+            event_log_max_bytes=store.event_log_max_bytes,
+            event_log_files=store.event_log_files,
+        )
+        self.registry = Registry(self.state.registry_dir, guard=self.state.guard)
         self.metrics_registry = metrics_registry or CollectorRegistry()
         self.metrics = Metrics(self.metrics_registry, policy.device.id)
+        self._watch_storage()
         self.metrics.init_recalibration_series(TRIGGERS)
         self.engine = RuleEngine(policy)
         self._lock = threading.RLock()
@@ -146,12 +161,19 @@ class Runtime:
         self._last_alarm_sample = -(10**9)
         self._waiting: tuple[str, str] | None = None  # (trigger, reason) awaiting labels
         self._recal_running = False
+        self._refunds = 0  # rule-fired recalibrations that did no work (see tick)
         self._last_snapshot_t = -math.inf
         self.started = False
         self.n_samples = 0
         prior = resolve_path(policy.model.prior)
-        version = self.registry.bootstrap(prior)
-        self._serving = self._load_version(version, self.clock())
+        # Damaged versions are quarantined and the newest sound one served (issue 12):
+        # a bad state directory degrades the service, it does not stop it.
+        self._serving = self.registry.open_serving(
+            prior, lambda v: self._load_version(v, self.clock())
+        )
+        version = self._serving.version
+        self.metrics.quarantined.inc(len(self.registry.problems))
+        self._prune()
         self.energy = EnergyMonitor(window_s=policy.monitors.power_window_s)
         self.density = SpikeDensityMonitor(
             window=policy.monitors.spike_density_window_samples,
@@ -167,10 +189,32 @@ class Runtime:
         self._restore_monitors()
         for reason in REJECT_REASONS:  # series exist from the start, so rates read 0
             self.metrics.samples_rejected.labels(reason=reason)
+            self.metrics.requests_rejected.labels(reason=reason)
         self.metrics.calibration_samples_needed.set(0)
         self.metrics.drift_detected.set(0)
         self.metrics.ood_threshold.set(self._ood_threshold())
         self.state.events.append("startup", version=version, device=policy.device.id)
+
+    # -- storage ------------------------------------------------------------------------
+
+    def _watch_storage(self) -> None:
+        """Disk gauges read at scrape time; refused writes counted by what they were."""
+        guard = self.state.guard
+        m = self.metrics
+        guard.on_refuse = lambda what: m.storage_refused.labels(what=what).inc()
+        for what in ("label", "event", "version", "monitors"):
+            m.storage_refused.labels(what=what)
+        m.state_bytes.set_function(lambda: float(guard.state_bytes()))
+        m.disk_free_bytes.set_function(lambda: float(guard.free_bytes()))
+        m.degraded.set_function(lambda: float(bool(self.registry.problems) or guard.full))
+
+    def _prune(self) -> None:
+        """Registry retention (policy ``storage``), after start and after each swap."""
+        cfg = self.policy.storage
+        try:
+            self.registry.prune(cfg.keep_versions, cfg.keep_served_versions)
+        except OSError as err:
+            log.warning("registry: pruning failed: %s", err)
 
     # -- model loading ------------------------------------------------------------------
 
@@ -272,11 +316,15 @@ class Runtime:
         task = self._serving.bundle.task
         n_ch, length = task.get("n_channels"), task.get("length")
         if arr.ndim != 2 or (n_ch is not None and arr.shape[0] != int(n_ch)):
-            raise InputError(f"a sample must be [{n_ch}, L] or [{n_ch}], got {list(arr.shape)}")
+            raise InputError(
+                f"a sample must be [{n_ch}, L] or [{n_ch}], got {list(arr.shape)}", "bad_shape"
+            )
         if length is not None and arr.shape[1] != int(length):
-            raise InputError(f"a sample must have {length} time points, got {arr.shape[1]}")
+            raise InputError(
+                f"a sample must have {length} time points, got {arr.shape[1]}", "bad_shape"
+            )
         if not np.isfinite(arr).all():
-            raise InputError("sample holds NaN or infinite values")
+            raise InputError("sample holds NaN or infinite values", "non_finite")
         return arr
 
     def _check_batch(self, items: list[tuple[str, np.ndarray]]) -> np.ndarray | None:
@@ -318,8 +366,7 @@ class Runtime:
             try:
                 arrs.append(self._check_sample(x))
             except InputError as err:
-                reason = "nonfinite" if "NaN" in str(err) else "shape"
-                m.samples_rejected.labels(reason=reason).inc()
+                m.samples_rejected.labels(reason=err.reason).inc()
                 results.append(err)
                 continue
             ids.append(sid)
@@ -406,57 +453,83 @@ class Runtime:
 
     def add_labels(
         self, items: Iterable[tuple[str, Any, np.ndarray | None]], t: float | None = None
-    ) -> dict[str, int]:
+    ) -> dict[str, Any]:
         """Accept labels (by sample id, or with their input ``x``); persisted first.
 
-        Returns counts of accepted and rejected labels.
+        ``x`` must fit the served model's input and ``y`` be one of its classes (or a
+        finite target): a label that would fail every later recalibration is refused
+        here. Returns ``{"accepted": n, "rejected": [{"index", "reason", "detail"}]}``;
+        StorageFullError if the state disk cannot store them (then none is accepted).
         """
         t_now = self.clock() if t is None else t
-        kind = self._serving.bundle.kind
-        n_out = self._serving.bundle.cfg.n_outputs
         accepted: list[Label] = []
         matched_ids: list[str] = []
         matched_y: list[Any] = []
-        rejected = 0
-        for sid, y, x in items:
-            if kind == "classification":
-                if (
-                    isinstance(y, bool)
-                    or not isinstance(y, int | np.integer)
-                    or not 0 <= int(y) < n_out
-                ):
-                    rejected += 1
-                    self.metrics.samples_rejected.labels(reason="label").inc()
-                    continue
-                y_val: int | float = int(y)
-            else:
-                if not isinstance(y, int | float | np.number) or not math.isfinite(float(y)):
-                    rejected += 1
-                    self.metrics.samples_rejected.labels(reason="label").inc()
-                    continue
-                y_val = float(y)
+        rejected: list[dict[str, Any]] = []
+        for i, (sid, y, x) in enumerate(items):
+            try:
+                y_val = self._check_target(y)
+                if x is None:
+                    with self._lock:
+                        rec = self._recent.get(sid)
+                    if rec is None:
+                        raise InputError(
+                            f"sample {sid!r} is not (or no longer) kept", "unknown_sample"
+                        )
+                    arr, t_seen = rec
+                else:
+                    arr, t_seen = self._check_sample(np.asarray(x, dtype=np.float32)), t_now
+            except InputError as err:
+                self.metrics.samples_rejected.labels(reason=err.reason).inc()
+                rejected.append({"index": i, "reason": err.reason, "detail": str(err)})
+                continue
             if x is None:
-                with self._lock:
-                    rec = self._recent.get(sid)
-                if rec is None:
-                    rejected += 1
-                    self.metrics.samples_rejected.labels(reason="unknown_sample").inc()
-                    continue
-                arr, t_seen = rec
                 matched_ids.append(sid)
                 matched_y.append(y_val)
-            else:
-                arr, t_seen = np.asarray(x, dtype=np.float32), t_now
             accepted.append(Label(sid, arr, y_val, t_seen))
         if accepted:
             self.state.labels.add(accepted)  # durable before acknowledged
             self.metrics.labels_received.inc(len(accepted))
         if matched_ids:
             self.accuracy.label(matched_ids, np.asarray(matched_y))
+            kind = self._serving.bundle.kind
             acc = self.accuracy.accuracy if kind == "classification" else self.accuracy.mae
             if acc is not None:
                 self.metrics.accuracy.set(acc)
         return {"accepted": len(accepted), "rejected": rejected}
+
+    def _check_target(self, y: Any) -> int | float:
+        """``y`` as the served model takes it: a class index, or a finite target."""
+        if self._serving.bundle.kind == "classification":
+            n_out = self._serving.bundle.cfg.n_outputs
+            if isinstance(y, bool) or not isinstance(y, int | np.integer) or not 0 <= y < n_out:
+                raise InputError(f"y must be a class index in [0, {n_out}), got {y!r}", "bad_label")
+            return int(y)
+        if isinstance(y, bool) or not isinstance(y, int | float | np.number):
+            raise InputError(f"y must be a number, got {type(y).__name__}", "bad_value")
+        if not math.isfinite(float(y)):
+            raise InputError("y must be finite", "non_finite")
+        return float(y)
+
+    def _usable(self, labels: list[Label], count: bool = True) -> list[Label]:
+        """The stored labels a recalibration can use; the others (stored before the
+        edge checked them, or for another model's input or classes) are skipped and
+        counted, so that one bad label can never stop every recalibration."""
+        good = []
+        for lab in labels:
+            try:
+                arr = self._check_sample(np.asarray(lab.x))
+                y = self._check_target(lab.y)
+            except (InputError, ValueError, TypeError) as err:
+                if count:
+                    reason: RejectReason = (
+                        err.reason if isinstance(err, InputError) else "bad_value"
+                    )
+                    self.metrics.labels_skipped.labels(reason=reason).inc()
+                    log.warning("label %s skipped: %s", lab.sample_id, err)
+                continue
+            good.append(Label(lab.sample_id, arr, y, lab.t, lab.env))
+        return good
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -514,6 +587,10 @@ class Runtime:
                 energy_learning_j=self.energy.learning_j_total,
                 version=srv.version,
             )
+        with self._lock:
+            refunds, self._refunds = self._refunds, 0
+        for _ in range(refunds):  # only real work counts against max_per_hour
+            self.engine.refund_recalibration()
         decisions = self.engine.evaluate(self.signals(t_now))
         for d in decisions:
             self.state.events.append(
@@ -522,7 +599,9 @@ class Runtime:
             if d.suppressed:
                 self.metrics.record_recalibration("rule", "skipped")
                 continue
-            self.act(d.action, trigger="rule", reason=d.reason)
+            out = self.act(d.action, trigger="rule", reason=d.reason)
+            if d.action in RECALIBRATION_ACTIONS and out.get("scheduled") is False:
+                self.engine.refund_recalibration()
         return decisions
 
     def alert_action(self, labels: dict[str, str]) -> str | None:
@@ -576,42 +655,54 @@ class Runtime:
     def request_recalibration(
         self, trigger: str, mode: str = "supervised", reason: str = "", key: str | None = None
     ) -> dict[str, Any]:
-        """Schedule one recalibration (idempotent while one is pending)."""
+        """Schedule one recalibration (idempotent while one is pending).
+
+        A request refused here (duplicate, waiting for labels, hourly limit, energy
+        budget, one already pending) releases its ``key`` at once: only a job that was
+        handed on holds it, until it ends.
+        """
         if key is not None:
             with self._lock:
                 if key in self._alert_keys:
                     return {"scheduled": False, "reason": "duplicate alert"}
                 self._alert_keys.add(key)
-        if trigger == "rule" and mode == "supervised" and self._waiting is not None:
-            # Already waiting for this episode's labels: tick() runs it once they arrive.
-            return {"scheduled": False, "reason": "waiting for labelled samples"}
-        if trigger != "rule":
-            blocked = self.engine.recalibration_blocked(self.signals(self.clock()))
-            if blocked:
-                self.metrics.record_recalibration(trigger, "skipped")
-                self.state.events.append(
-                    "recalibration", trigger=trigger, outcome="skipped", reason=blocked
-                )
-                return {"scheduled": False, "reason": blocked}
+        handed_off = False
+        try:
+            if trigger == "rule" and mode == "supervised" and self._waiting is not None:
+                # Already waiting for this episode's labels: tick() runs it once they arrive.
+                return {"scheduled": False, "reason": "waiting for labelled samples"}
+            if trigger != "rule":
+                blocked = self.engine.recalibration_blocked(self.signals(self.clock()))
+                if blocked:
+                    self.metrics.record_recalibration(trigger, "skipped")
+                    self.state.events.append(
+                        "recalibration", trigger=trigger, outcome="skipped", reason=blocked
+                    )
+                    return {"scheduled": False, "reason": blocked}
 
-        def job() -> RecalibrationResult:
-            self._recal_running = True
-            try:
-                return self.recalibrate(trigger, mode, reason)
-            finally:
-                self._recal_running = False
-                if key is not None:
-                    with self._lock:
-                        self._alert_keys.discard(key)
+            def job() -> RecalibrationResult:
+                self._recal_running = True
+                try:
+                    return self.recalibrate(trigger, mode, reason)
+                finally:
+                    self._recal_running = False
+                    if key is not None:
+                        with self._lock:
+                            self._alert_keys.discard(key)
 
-        if self.inline_jobs or self.submit is None:
-            res = job()
-            return {"scheduled": True, "outcome": res.outcome, "reason": res.reason}
-        ok = self.submit(RECAL_JOB, job)
-        if not ok and key is not None:
-            with self._lock:
-                self._alert_keys.discard(key)
-        return {"scheduled": ok, "reason": "" if ok else "a recalibration is already pending"}
+            if self.inline_jobs or self.submit is None:
+                handed_off = True
+                res = job()
+                return {"scheduled": True, "outcome": res.outcome, "reason": res.reason}
+            handed_off = self.submit(RECAL_JOB, job)
+            return {
+                "scheduled": handed_off,
+                "reason": "" if handed_off else "a recalibration is already pending",
+            }
+        finally:
+            if key is not None and not handed_off:
+                with self._lock:
+                    self._alert_keys.discard(key)
 
     def _shift_time(self) -> float:
         since = self._serving.swapped_at
@@ -619,13 +710,13 @@ class Runtime:
             since = max(since, self._drift_since - LABEL_LOOKBACK_S)
         return since
 
-    def _labelled_since_shift(self) -> list[Label]:
+    def _labelled_since_shift(self, count: bool = False) -> list[Label]:
         """Labels from the current environment: since the last swap, and since the drift
         alarm (less a short lookback for the detection delay) when there is one."""
         since = self._serving.swapped_at
         if self._drift_since is not None:
             since = max(since, self._drift_since - LABEL_LOOKBACK_S)
-        return [lab for lab in self.state.labels.all() if lab.t >= since]
+        return self._usable([lab for lab in self.state.labels.all() if lab.t >= since], count)
 
     def _split(self, labels: list[Label]) -> tuple[list[Label], list[Label], int]:
         """Support (newest K per class) and holdout (next newest) sets; samples missing."""
@@ -657,8 +748,7 @@ class Runtime:
         t_start = self.clock()
         wall0 = time.perf_counter()
         serving = self._serving
-        self._recal_times.append(t_start)
-        labels = self._labelled_since_shift()
+        labels = self._labelled_since_shift(count=True)
         support, holdout, need = self._split(labels)
         self.metrics.calibration_samples_needed.set(need)
         if need > 0 and mode == "supervised":
@@ -670,6 +760,9 @@ class Runtime:
             # be wrong (measured on the gas-drift replay), and a worse model must never
             # be swapped in.
             if not self.policy.recalibration.allow_label_free_fallback or not holdout:
+                if trigger == "rule":
+                    with self._lock:
+                        self._refunds += 1
                 return self._finish(
                     RecalibrationResult(
                         trigger,
@@ -684,6 +777,9 @@ class Runtime:
         elif mode == "supervised":
             self._waiting = None
 
+        # Only real work counts against max_per_hour: not a request that waits for labels.
+        self._recal_times.append(t_start)
+
         def stack(labels: list[Label]) -> tuple[np.ndarray | None, np.ndarray | None]:
             if not labels:
                 return None, None
@@ -693,7 +789,13 @@ class Runtime:
         sx, sy = stack(support) if mode == "supervised" else (None, None)
         hx, hy = stack(holdout)
         recent = self._recent_inputs(since=self._shift_time())
-        tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.state.root))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.state.root))
+        except OSError as err:
+            return self._finish(
+                RecalibrationResult(trigger, mode, "failed", f"state directory: {err}", t_start),
+                wall0,
+            )
         try:
             req = CandidateRequest(
                 model_dir=str(self.registry.path(serving.version)),
@@ -729,25 +831,37 @@ class Runtime:
                     ),
                     wall0,
                 )
-            version = self.registry.add(
-                res.folder,
-                parent=serving.version,
-                trigger=trigger,
-                data_used={
-                    "mode": mode,
-                    "support": [lab.sample_id for lab in support] if mode == "supervised" else [],
-                    "holdout": [lab.sample_id for lab in holdout],
-                    "unlabelled": len(recent),
-                },
-                evaluation={**res.evaluation, "reason": reason},
-            )
-            self.registry.promote(version)
+            try:  # a full disk or a refused reserve: the candidate is discarded
+                version = self.registry.add(
+                    res.folder,
+                    parent=serving.version,
+                    trigger=trigger,
+                    data_used={
+                        "mode": mode,
+                        "support": [lab.sample_id for lab in support]
+                        if mode == "supervised"
+                        else [],
+                        "holdout": [lab.sample_id for lab in holdout],
+                        "unlabelled": len(recent),
+                    },
+                    evaluation={**res.evaluation, "reason": reason},
+                )
+                self.registry.promote(version)
+            except (RegulatorError, OSError) as err:
+                log.error("recalibration: cannot store the candidate: %s", err)
+                return self._finish(
+                    RecalibrationResult(
+                        trigger, mode, "failed", f"cannot store the candidate: {err}", t_start
+                    ),
+                    wall0,
+                )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         new = self._load_version(version, self.clock())
         if self.low_power:
             new.model.n_steps = serving.model.n_steps
         self._serving = new  # the atomic swap: one reference assignment
+        self._prune()
         self.accuracy.reset()
         self._alarm_on = False
         self._drift_since = None
@@ -854,6 +968,17 @@ class Runtime:
             },
             "last_recalibrations": [r.to_dict() for r in self.results[-5:]],
             "labels_buffered": len(self.state.labels),
+            "degraded": bool(self.registry.problems) or self.state.guard.full,
+            "problems": list(self.registry.problems),
+            "storage": {
+                "full": self.state.guard.full,
+                "free_bytes": self.state.guard.free_bytes(),
+                "reserve_bytes": self.state.guard.reserve_bytes,
+                "state_bytes": self.state.guard.state_bytes(),
+                "events_waiting": self.state.events.backlog,
+                "events_dropped": self.state.events.dropped,
+                "orphans_removed_at_start": self.state.orphans_removed,
+            },
         }
 
     def models(self) -> list[dict[str, Any]]:

@@ -35,9 +35,10 @@ import logging
 import math
 import os
 import re
+import shutil
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,8 @@ from typing import IO, Any
 import numpy as np
 
 from regulator import atomic
-from regulator.errors import ConfigError, DataFormatError
+from regulator.errors import ConfigError, DataFormatError, StorageFullError
+from regulator.service.storage import AppendFile, DiskGuard, read_lines
 
 __all__ = [
     "EVENT_KINDS",
@@ -75,6 +77,10 @@ EVENT_KINDS = frozenset(
 )
 """The usual event kinds; any lower-case identifier is accepted."""
 
+CANDIDATE_PREFIX = "candidate-"
+"""Folders a recalibration builds its candidate in (removed on the next start if a
+kill left one behind)."""
+
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -83,69 +89,15 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
-def _read_lines(path: Path) -> tuple[list[Any], int]:
-    """Parse a JSON-lines file, dropping (and truncating away) a torn last line.
-
-    Returns the records and the number of bad lines skipped.
-    """
-    records: list[Any] = []
-    bad = 0
-    if not path.exists():
-        return records, bad
-    data = path.read_bytes()
-    good_end = 0
-    pos = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:  # torn write at the end: no newline was written
-            log.warning("%s: dropping an incomplete last line (%d bytes)", path, len(data) - pos)
-            break
-        line = data[pos:nl]
-        pos = nl + 1
-        good_end = pos
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            bad += 1
-            log.warning("%s: skipping a malformed line", path)
-    if good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-            f.flush()
-            os.fsync(f.fileno())
-    return records, bad
-
-
-class _AppendFile:
-    """An append-mode file where every write is flushed and fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        new = not path.exists()
-        self._f: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115
-        if new:
-            atomic.fsync_dir(path.parent)
-
-    def write_lines(self, lines: Iterable[str]) -> None:
-        self._f.write("".join(line + "\n" for line in lines))
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def size(self) -> int:
-        return self._f.tell()
-
-    def close(self) -> None:
-        self._f.close()
-
-
 class EventLog:
     """Durable JSON-lines log of what the daemon noticed, decided and did.
 
     Each line is ``{"ts": seconds, "kind": str, "fields": {...}}``. The file is rotated
-    to ``<name>.1`` when it grows past ``max_bytes``; :meth:`recent` keeps the last
-    ``keep`` events in memory for ``/v1/status``.
+    to ``<name>.1`` (older ones shift to ``.2`` … up to ``keep_files``) when it grows
+    past ``max_bytes``; :meth:`recent` keeps the last ``keep`` events in memory for
+    ``/v1/status``. When the disk is full, events wait in memory (at most
+    ``max_backlog``, the oldest dropped and counted) and are written with the next
+    append that finds room: the daemon keeps serving either way.
     """
 
     def __init__(
@@ -154,37 +106,70 @@ class EventLog:
         clock: Callable[[], float] = time.time,
         max_bytes: int = 64 * 1024 * 1024,
         keep: int = 1000,
+        keep_files: int = 1,
+        guard: DiskGuard | None = None,
+        max_backlog: int = 10_000,
     ) -> None:
-        if max_bytes <= 0 or keep <= 0:
-            raise ValueError("max_bytes and keep must be positive")
+        if max_bytes <= 0 or keep <= 0 or keep_files <= 0:
+            raise ValueError("max_bytes, keep and keep_files must be positive")
         self.path = Path(path)
         self._clock = clock
         self._max_bytes = max_bytes
         self._keep = keep
+        self._keep_files = keep_files
+        self._guard = guard
         self._lock = threading.Lock()
-        records, _ = _read_lines(self.path)
+        records, _ = read_lines(self.path)
         self._recent: list[dict[str, Any]] = [r for r in records if isinstance(r, dict)][-keep:]
-        self._file = _AppendFile(self.path)
+        self._backlog: deque[str] = deque(maxlen=max_backlog)
+        self.dropped = 0
+        """Events lost because the backlog overflowed while the disk was full."""
+        self._file = AppendFile(self.path, guard, "event")
 
     def append(self, kind: str, ts: float | None = None, **fields: Any) -> dict[str, Any]:
-        """Write one event durably and return it. ``fields`` must be JSON-serialisable
-        (non-finite floats are written as null)."""
-        if not _KIND_RE.match(kind):
-            raise ValueError(f"event kind must be a lower-case identifier, got {kind!r}")
-        event = {
-            "ts": float(self._clock() if ts is None else ts),
-            "kind": kind,
-            "fields": _finite(fields),
-        }
-        line = _dumps(event)
+        """Write one event durably (or keep it for later if the disk is full) and return
+        it. ``fields`` must be JSON-serialisable (non-finite floats are written as null)."""
+        return self.append_many([(kind, fields)], ts=ts)[0]
+
+    def append_many(
+        self, events: Iterable[tuple[str, dict[str, Any]]], ts: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Write several events with one write and one fsync; return them."""
+        stamp = float(self._clock() if ts is None else ts)
+        out = []
+        for kind, fields in events:
+            if not _KIND_RE.match(kind):
+                raise ValueError(f"event kind must be a lower-case identifier, got {kind!r}")
+            out.append({"ts": stamp, "kind": kind, "fields": _finite(fields)})
+        if not out:
+            return out
+        lines = [_dumps(e) for e in out]
         with self._lock:
-            self._file.write_lines([line])
-            self._recent.append(event)
+            pending = [*self._backlog, *lines]
+            try:
+                self._file.write_lines(pending)
+            except OSError as err:  # StorageFullError included: serve on, write later
+                overflow = len(self._backlog) + len(lines) - (self._backlog.maxlen or 0)
+                self.dropped += max(0, overflow)
+                self._backlog.extend(lines)
+                if not isinstance(err, StorageFullError):
+                    log.warning("event log: write failed, kept in memory: %s", err)
+            else:
+                if self._backlog:
+                    log.warning("event log: %d postponed events written", len(self._backlog))
+                self._backlog.clear()
+            self._recent.extend(out)
             if len(self._recent) > 2 * self._keep:
                 del self._recent[: -self._keep]
             if self._file.size() > self._max_bytes:
                 self._rotate()
-        return event
+        return out
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting in memory for disk space."""
+        with self._lock:
+            return len(self._backlog)
 
     def recent(self, n: int = 50, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """The last ``n`` events (oldest first), optionally of the given kinds only."""
@@ -194,19 +179,33 @@ class EventLog:
         return events[-n:] if n > 0 else []
 
     def read_all(self) -> list[dict[str, Any]]:
-        """Every event in the current file (not the rotated one), oldest first."""
+        """Every event in the current file (not the rotated ones), oldest first."""
         with self._lock:
-            records, _ = _read_lines(self.path)
+            records, _ = read_lines(self.path)
         return [r for r in records if isinstance(r, dict)]
 
     def close(self) -> None:
         with self._lock:
+            with contextlib.suppress(OSError):
+                if self._backlog:
+                    self._file.write_lines(list(self._backlog))
+                    self._backlog.clear()
             self._file.close()
 
     def _rotate(self) -> None:
+        """events.jsonl -> .1 -> .2 … ; the one past ``keep_files`` is deleted. Renames
+        need no free space, so rotation works on a full disk too."""
         self._file.close()
-        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        self._file = _AppendFile(self.path)
+        name = self.path.name
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path.with_name(f"{name}.{self._keep_files}"))
+        for k in range(self._keep_files - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(
+                    self.path.with_name(f"{name}.{k}"), self.path.with_name(f"{name}.{k + 1}")
+                )
+        os.replace(self.path, self.path.with_name(f"{name}.1"))
+        self._file = AppendFile(self.path, self._guard, "event")
 
 
 def _finite(obj: Any) -> Any:
@@ -285,7 +284,9 @@ class LabelBuffer:
     :meth:`add` returns only after the labels are fsynced, so a label that was
     acknowledged is never lost. A sample id added again replaces the older record.
     Beyond ``max_samples`` the oldest are dropped; the file is compacted (atomic
-    rewrite) once it holds ``compact_factor`` times more lines than the buffer.
+    rewrite) once it holds ``compact_factor`` times more lines than the buffer. On a
+    full disk (or past the guard's reserve) :meth:`add` raises StorageFullError and
+    nothing is stored or acknowledged; compaction waits for room.
     """
 
     def __init__(
@@ -293,6 +294,7 @@ class LabelBuffer:
         path: str | os.PathLike[str],
         max_samples: int = 10_000,
         compact_factor: float = 2.0,
+        guard: DiskGuard | None = None,
     ) -> None:
         if max_samples <= 0:
             raise ValueError(f"max_samples must be positive, got {max_samples}")
@@ -303,7 +305,7 @@ class LabelBuffer:
         self._compact_factor = compact_factor
         self._lock = threading.Lock()
         self._items: dict[str, Label] = {}
-        records, bad = _read_lines(self.path)
+        records, bad = read_lines(self.path)
         for rec in records:
             try:
                 lab = Label.from_json(rec)
@@ -315,7 +317,8 @@ class LabelBuffer:
             self._items[lab.sample_id] = lab
         self._trim()
         self._lines = len(records) + bad
-        self._file = _AppendFile(self.path)
+        self._guard = guard
+        self._file = AppendFile(self.path, guard, "label")
         if bad or self._lines > self._compact_factor * self.max_samples:
             self._compact()
 
@@ -373,27 +376,43 @@ class LabelBuffer:
                 del self._items[key]
 
     def _compact(self) -> None:
-        self._file.close()
+        # May use the reserve: it frees space once done. If even that fails, the old
+        # file stays whole and appends go on; compaction is retried on a later add.
         text = "".join(_dumps(lab.to_json()) + "\n" for lab in self._items.values())
-        atomic.write_text(self.path, text)
+        try:
+            atomic.write_text(self.path, text)
+        except OSError as err:
+            log.warning("%s: compaction postponed: %s", self.path, err)
+            return
+        self._file.close()
         self._lines = len(self._items)
-        self._file = _AppendFile(self.path)
+        self._file = AppendFile(self.path, self._guard, "label")
 
 
 class JsonStore:
     """Named JSON documents (monitor baselines and state), each written atomically."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], guard: DiskGuard | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.guard = guard
 
     def _path(self, name: str) -> Path:
         if not _NAME_RE.match(name):
             raise ValueError(f"bad state name {name!r}: letters, digits, '_', '.', '-' only")
         return self.root / f"{name}.json"
 
-    def save(self, name: str, obj: Any) -> None:
-        atomic.write_json(self._path(name), obj)
+    def save(self, name: str, obj: Any) -> bool:
+        """Write atomically; False (logged, the old document kept) if the disk refused."""
+        path = self._path(name)
+        try:
+            if self.guard is not None:
+                self.guard.check(4096, "monitors")
+            atomic.write_json(path, obj)
+        except OSError as err:
+            log.warning("%s: not saved: %s", path, err)
+            return False
+        return True
 
     def load(self, name: str, default: Any = None) -> Any:
         """The saved document, or ``default`` if there is none or it is unreadable."""
@@ -414,7 +433,9 @@ class StateDir:
     """Opens (and by default locks) a state directory and its stores.
 
     A second process opening the same directory with ``lock=True`` gets ConfigError:
-    two daemons must not share one state directory.
+    two daemons must not share one state directory. Leftovers of interrupted work
+    (temporary files, ``candidate-*`` folders of a recalibration killed mid-way) are
+    removed on opening; :attr:`guard` keeps ``reserve_bytes`` free on its disk.
     """
 
     def __init__(
@@ -423,19 +444,44 @@ class StateDir:
         clock: Callable[[], float] = time.time,
         max_labels: int = 10_000,
         lock: bool = True,
+        reserve_bytes: int = 0,
+        event_log_max_bytes: int = 64 * 1024 * 1024,
+        event_log_files: int = 1,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file: IO[str] | None = None
         if lock:
             self._acquire_lock()
-        for p in self.root.iterdir():
-            if p.name.startswith(atomic.TMP_PREFIX) and p.is_file():
-                p.unlink()
+        self.orphans_removed = self._remove_leftovers()
+        self.guard = DiskGuard(self.root, reserve_bytes)
         self.registry_dir = self.root / "registry"
-        self.events = EventLog(self.root / "events.jsonl", clock=clock)
-        self.labels = LabelBuffer(self.root / "labels.jsonl", max_samples=max_labels)
-        self.monitors = JsonStore(self.root / "monitors")
+        self.events = EventLog(
+            self.root / "events.jsonl",
+            clock=clock,
+            max_bytes=event_log_max_bytes,
+            keep_files=event_log_files,
+            guard=self.guard,
+        )
+        self.labels = LabelBuffer(
+            self.root / "labels.jsonl", max_samples=max_labels, guard=self.guard
+        )
+        self.monitors = JsonStore(self.root / "monitors", guard=self.guard)
+
+    def _remove_leftovers(self) -> int:
+        removed = 0
+        for p in self.root.iterdir():
+            if not (p.name.startswith(atomic.TMP_PREFIX) or p.name.startswith(CANDIDATE_PREFIX)):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            removed += 1
+        if removed:
+            log.warning("state: removed %d leftovers of interrupted work", removed)
+        return removed
 
     def _acquire_lock(self) -> None:
         f = open(self.root / "lock", "a+", encoding="utf-8")  # noqa: SIM115
@@ -448,10 +494,11 @@ class StateDir:
             raise ConfigError(
                 f"state directory {self.root} is in use by another process (pid {holder})"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        with contextlib.suppress(OSError):  # the pid is informative; the flock is the lock
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
         self._lock_file = f
 
     def close(self) -> None:

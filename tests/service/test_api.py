@@ -77,8 +77,8 @@ class FakeRuntime:
         self.samples += items
         return {"accepted": len(items), "rejected": []}
 
-    def record_event(self, kind: str, **fields: Any) -> None:
-        self.events.append((kind, fields))
+    def record_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.events.extend(events)
 
 
 class Harness:
@@ -233,19 +233,27 @@ def test_feedback_accepted(h: Harness) -> None:
 def test_samples_validated_and_rejections_counted(h: Harness) -> None:
     before = h.value("regulator_samples_rejected_total", reason="non_finite") or 0.0
     body = (
-        b'{"samples": [{"x": [1.0, 2.0]}, {"x": [Infinity]}, {"x": [[1], [2, 3]]},'
-        b' {"x": ["1"]}, {"y": 1}, {"sample_id": "q", "x": [[0.5], [0.25]], "t": 1.5}]}'
+        b'{"samples": [{"x": [1.0, 2.0]}, {"x": [1e999]}, {"x": [[1], [2, 3]]},'
+        b' {"x": ["1"]}, {"y": 1}, {"sample_id": "q", "x": [[0.5], [0.25]], "t": 1.5},'
+        b' {"x": [true]}, {"x": [2e9]}]}'
     )
+    r = h.client.post("/v1/samples", headers=AUTH, content=body)
+    # 1e999 is not a float any JSON number can be: the whole body is refused
+    assert r.status_code == 422 and r.json()["reason"] == "out_of_range", r.text
+    body = body.replace(b"1e999", b"1e3")
     r = h.client.post("/v1/samples", headers=AUTH, content=body)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["accepted"] == 2
+    assert out["accepted"] == 3
     assert [(x["index"], x["reason"]) for x in out["rejected"]] == [
-        (1, "non_finite"),
         (2, "bad_shape"),
         (3, "bad_value"),
-        (4, "invalid"),
+        (4, "malformed_body"),
+        (6, "bad_value"),
+        (7, "out_of_range"),
     ]
+    r = h.client.post("/v1/samples", headers=AUTH, content=b'{"samples": [{"x": [Infinity]}]}')
+    assert r.status_code == 422 and r.json()["reason"] == "non_finite"
     assert h.value("regulator_samples_rejected_total", reason="non_finite") == before + 1
     assert h.runtime.samples[-1].sample_id == "q"
     r = h.client.post("/v1/samples", headers=AUTH, json={"samples": [{"x": []}]})
