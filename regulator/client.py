@@ -61,10 +61,11 @@ class PushResult:
 
 @dataclass(frozen=True)
 class FeedbackResult:
-    """How many labels ``POST /v1/feedback`` accepted and refused."""
+    """How many labels ``POST /v1/feedback`` accepted, and the refused ones as
+    ``{"index", "reason", ...}`` (index into what was sent)."""
 
     accepted: int
-    rejected: int
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _error(resp: httpx.Response) -> ApiError:
@@ -199,10 +200,11 @@ class Client:
 
     def feedback(self, items: Sequence[Mapping[str, Any]]) -> FeedbackResult:
         """Send labels: ``{"sample_id", "y"}`` for an earlier sample, or ``{"x", "y"}``
-        for a labelled calibration sample (``y``: class index or regression target)."""
+        for a labelled calibration sample (``y``: class index or regression target).
+        Raises :class:`RequestRejectedError` when no item is accepted."""
         body = {"items": [{k: _plain(v) for k, v in it.items()} for it in items]}
         out = self._json("POST", "/v1/feedback", body, auth=True)
-        return FeedbackResult(int(out["accepted"]), int(out["rejected"]))
+        return FeedbackResult(int(out["accepted"]), list(out.get("rejected") or []))
 
     def label(self, sample_id: str, y: int | float) -> FeedbackResult:
         """The label of one earlier sample."""

@@ -141,6 +141,28 @@ class MahalanobisScorer(OODScorer):
         out: F64 = np.asarray(((x @ self._precision) * x).sum(axis=1), dtype=np.float64)
         return out
 
+    def contributions(self, hidden: ArrayLike | None) -> F64:
+        """Per-neuron terms ``d_i (P d)_i`` of each sample's score, ``[n, H]``: they add
+        up to :meth:`score`, so a group of neurons (a layer) has an exact share of it.
+
+        >>> sc = MahalanobisScorer(shrinkage=1.0).fit([[0.0, 0.0], [2.0, 2.0]])
+        >>> c = sc.contributions([[4.0, 1.0]])
+        >>> c.round(6).tolist(), bool(np.isclose(c.sum(), sc.score([[4.0, 1.0]])[0]))
+        ([[9.0, 0.0]], True)
+        """
+        self._check_fitted()
+        assert self._mean is not None and self._precision is not None
+        x = _as_matrix(hidden, "hidden", self._mean.size) - self._mean
+        out: F64 = np.asarray((x @ self._precision) * x, dtype=np.float64)
+        return out
+
+    @property
+    def mean(self) -> F64:
+        """The in-distribution mean of the hidden vectors (after fitting)."""
+        self._check_fitted()
+        assert self._mean is not None
+        return self._mean
+
     @property
     def fitted(self) -> bool:
         return self._mean is not None

@@ -151,6 +151,11 @@ class OODMonitor(Monitor):
         return self._detector
 
     @property
+    def calibrated(self) -> CalibratedScorer:
+        """The fitted scorer and its conformal calibration (read-only use)."""
+        return self._model
+
+    @property
     def config(self) -> dict[str, Any]:
         return {
             "model": self._model_dict,

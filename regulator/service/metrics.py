@@ -179,6 +179,36 @@ class Metrics:
         self.drift_alarms = counter("regulator_drift_alarms_total", "Drift alarms raised.").labels(
             dev
         )
+        self.drift_detections = counter(
+            "regulator_drift_detections_total",
+            "Drift detections: alarms that start an episode (the first after a swap or a "
+            "quiet spell); regulator_drift_alarms_total counts every raw alarm.",
+        ).labels(dev)
+        self.drift_statistic = gauge(
+            "regulator_drift_statistic", "The drift detector's statistic (alarm at threshold)."
+        ).labels(dev)
+        self.drift_threshold = gauge(
+            "regulator_drift_threshold", "The drift detector's calibrated alarm threshold."
+        ).labels(dev)
+
+        def explained(name: str, doc: str, label: str) -> Family[Gauge]:
+            return Family(gauge(name, doc + " at the latest detection.", (label,)), dev)
+
+        self.drift_input_share = explained(
+            "regulator_drift_input_share",
+            "Share of the OOD score from each input channel or group (0..1, by occlusion; "
+            "at most 16 series)",
+            "input",
+        )
+        self.drift_input_shift = explained(
+            "regulator_drift_input_shift",
+            "Mean shift of each input channel or group, in in-distribution scales",
+            "input",
+        )
+        self.drift_layer_share = explained(
+            "regulator_drift_layer_share", "Share of the OOD score from each hidden layer", "layer"
+        )
+        self._drift_labels: tuple[list[str], list[str]] = ([], [])
         self.accuracy = gauge(
             "regulator_accuracy", "Accuracy over the recent labelled window (0..1)."
         ).labels(dev)
@@ -289,6 +319,24 @@ class Metrics:
             self._model_info.remove(self.device, *self._model_labels)
         self._model_info.labels(self.device, version, prior).set(1)
         self._model_labels = (version, prior)
+
+    def set_drift_explanation(
+        self, inputs: dict[str, tuple[float | None, float]], layers: dict[str, float]
+    ) -> None:
+        """The latest detection's explanation: per input group (share, shift) and per
+        layer share; series of groups or layers no longer named are removed."""
+        old_inputs, old_layers = self._drift_labels
+        for name in set(old_inputs) - set(inputs):
+            self.drift_input_share.remove(input=name)
+            self.drift_input_shift.remove(input=name)
+        for name in set(old_layers) - set(layers):
+            self.drift_layer_share.remove(layer=name)
+        for name, (share, shift) in inputs.items():
+            self.drift_input_share.labels(input=name).set(float("nan") if share is None else share)
+            self.drift_input_shift.labels(input=name).set(shift)
+        for name, share in layers.items():
+            self.drift_layer_share.labels(layer=name).set(share)
+        self._drift_labels = (list(inputs), list(layers))
 
     def set_layers(
         self, densities: dict[str, float], silent: Iterable[str] = (), saturated: Iterable[str] = ()

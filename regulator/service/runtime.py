@@ -45,6 +45,7 @@ from regulator.policy.engine import Decision, RuleEngine, Signals
 from regulator.policy.model import RECALIBRATION_ACTIONS, Policy
 from regulator.registry import Registry
 from regulator.service.candidate import CandidateRequest, CandidateRunner, run_inline
+from regulator.service.drift import DriftWindow
 from regulator.service.metrics import Metrics
 from regulator.service.state import Label, StateDir
 
@@ -155,6 +156,8 @@ class Runtime:
         self._pending_recal: str | None = None
         self.results: list[RecalibrationResult] = []
         self.detections: list[dict[str, Any]] = []
+        self.drift_window = DriftWindow()  # recent inputs, explained at a detection
+        self.explanation: dict[str, Any] | None = None  # of the latest detection
         self.low_power = False
         self._alarm_on = False
         self._drift_since: float | None = None  # start of the current drift episode
@@ -392,6 +395,9 @@ class Runtime:
         self.density.update(tel)
         alarms0 = serving.ood.n_alarms
         serving.ood.update(pred.hidden_counts, pred.outputs)
+        self.drift_window.add(batch)
+        m.drift_statistic.set(serving.ood.statistic)
+        m.drift_threshold.set(serving.ood.detector.threshold)
         p_vals = serving.ood.p_values
         if p_vals:
             m.ood_score.set(p_vals[-1])
@@ -411,6 +417,9 @@ class Runtime:
                     "sample": sample_no,
                     "version": serving.version,
                 }
+                m.drift_detections.inc()
+                self._explain(sample_no)
+                det["explanation"] = self.explanation
                 self.detections.append(det)
                 self.state.events.append("detection", **det, statistic=serving.ood.statistic)
             self._last_alarm_sample = self.n_samples
@@ -861,6 +870,7 @@ class Runtime:
         if self.low_power:
             new.model.n_steps = serving.model.n_steps
         self._serving = new  # the atomic swap: one reference assignment
+        self.drift_window.clear()
         self._prune()
         self.accuracy.reset()
         self._alarm_on = False
@@ -966,6 +976,14 @@ class Runtime:
                 "power_w": self.energy.power_w,
                 "energy_j_total": self.energy.energy_j_total,
             },
+            "drift": {
+                "detected": self._drift_since is not None,
+                "statistic": s.ood.statistic,
+                "threshold": s.ood.detector.threshold,
+                "alarms": s.ood.n_alarms,
+                "detections": len(self.detections),
+                "explanation": self.explanation,
+            },
             "last_recalibrations": [r.to_dict() for r in self.results[-5:]],
             "labels_buffered": len(self.state.labels),
             "degraded": bool(self.registry.problems) or self.state.guard.full,
@@ -980,6 +998,22 @@ class Runtime:
                 "orphans_removed_at_start": self.state.orphans_removed,
             },
         }
+
+    def _explain(self, sample: int) -> None:
+        """Explain the detection at ``sample`` over the samples since the detector's
+        estimated change point (status, event log, metrics); one extra chip forward, once
+        per drift episode."""
+        s = self._serving
+        change = getattr(s.ood.detector, "change_index", None)
+        since = None if change is None else s.ood.n_seen - int(change)
+        expl = self.drift_window.explain(s.model, s.ood, sample, last=since)
+        if expl is None:
+            return
+        self.explanation = expl.to_dict()
+        self.metrics.set_drift_explanation(
+            {c.name: (c.ood_share, c.shift) for c in expl.channels},
+            {la.layer: la.ood_share for la in expl.layers},
+        )
 
     def models(self) -> list[dict[str, Any]]:
         cur = self.registry.current()

@@ -14,6 +14,7 @@ from regulator.client import Client, FeedbackResult
 from regulator.errors import (
     ApiError,
     AuthError,
+    ConflictError,
     DaemonUnreachableError,
     RequestRejectedError,
 )
@@ -67,14 +68,17 @@ def test_pushes_samples_then_labels_them(daemon: DaemonProcess) -> None:
         assert pushed.rejected == []
         wait_for(lambda: daemon.metric("regulator_samples_total") >= served0 + 4, 15, what="served")
         labels0 = daemon.metric("regulator_labels_total")
-        assert c.label("c0", int(y[0])) == FeedbackResult(accepted=1, rejected=0)
+        assert c.label("c0", int(y[0])) == FeedbackResult(accepted=1)
         got = c.feedback(
             [{"sample_id": "c1", "y": int(y[1])}, {"x": x[2], "y": int(y[2])}]  # by id, with x
         )
-        assert got == FeedbackResult(accepted=2, rejected=0)
+        assert got == FeedbackResult(accepted=2)
         assert daemon.metric("regulator_labels_total") == labels0 + 3
-        # a label for a sample the daemon never saw is counted as refused, not an error
-        assert c.label("never-pushed", 0) == FeedbackResult(accepted=0, rejected=1)
+        # one label for a sample the daemon never saw: listed as refused beside the good one
+        part = c.feedback([{"sample_id": "c3", "y": int(y[3])}, {"sample_id": "nope", "y": 0}])
+        assert part.accepted == 1 and [r["index"] for r in part.rejected] == [1]
+        with pytest.raises(RequestRejectedError):  # nothing accepted: 422
+            c.label("never-pushed", 0)
         # one good and one malformed sample: 200 with the refusal listed by index
         mixed = c.push_samples([x[3], [[1.0, 2.0], [3.0]]])
         assert mixed.accepted == 1 and [r["index"] for r in mixed.rejected] == [1]
@@ -83,7 +87,9 @@ def test_pushes_samples_then_labels_them(daemon: DaemonProcess) -> None:
 def test_recalibrate_and_rollback_answer(daemon: DaemonProcess) -> None:
     with Client(daemon.url, token=TOKEN) as c:
         assert "scheduled" in c.recalibrate(reason="client test")
-        assert c.rollback()["ok"] is False  # one version only: nothing to roll back to
+        with pytest.raises(ConflictError) as none:
+            c.rollback()  # one version only: nothing to roll back to
+        assert none.value.status == 409
 
 
 def test_token_from_the_environment(daemon: DaemonProcess, monkeypatch: Any) -> None:
