@@ -1,6 +1,8 @@
 """grafana/: dashboards are valid JSON whose every panel queries only the daemon's
-metrics, Prometheus's `up`, or recording rules from deploy/prometheus; provisioning
-points at the data source uid the dashboards use."""
+metrics, Prometheus's `up`, or recording rules from deploy/prometheus, through a data
+source variable (and ``__inputs`` for import); every panel says what it shows; the
+thresholds drawn are the alert rules' and the policy defaults'; both dashboards mark
+detections and recalibrations."""
 
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ DAEMON_METRICS = {
     "regulator_recalibrations_total", "regulator_model_info",
     "regulator_policy_reload_failures_total", "regulator_calibration_samples_needed",
     "regulator_ood_threshold", "regulator_layer_silent", "regulator_layer_saturated",
-    "regulator_dense_ann_energy_joules_total",
+    "regulator_dense_ann_energy_joules_total", "regulator_drift_detections_total",
+    "regulator_drift_statistic", "regulator_drift_threshold", "regulator_drift_input_share",
+    "regulator_drift_input_shift", "regulator_drift_layer_share",
 }  # fmt: skip
 HISTOGRAMS = {"regulator_inference_seconds", "regulator_recalibration_seconds"}
 HISTOGRAM_SERIES = {f"{h}_{s}" for h in HISTOGRAMS for s in ("bucket", "sum", "count")}
@@ -96,14 +100,21 @@ def test_dashboard(path: Path) -> None:
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert "device" in variables
-    uid = _datasource_uid()
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    [needed] = dashboard["__inputs"]
+    assert needed["type"] == "datasource" and needed["pluginId"] == "prometheus"
+    assert ds["current"]["value"] == "${" + needed["name"] + "}"  # filled in on import
+    assert variables["device"]["datasource"]["uid"] == "${datasource}"
     for panel in panels:
         if panel["type"] == "row":
             continue
         title = panel["title"]
         assert panel.get("targets"), f"{title}: no targets"
-        assert panel["datasource"]["uid"] == uid, title
+        assert len(panel.get("description", "")) > 20, f"{title}: no description"
+        assert panel["datasource"]["uid"] == "${datasource}", title
         for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", title
             expr = target["expr"]
             names = metric_names(expr)
             # `up` is Prometheus's own series, per target: it has no device label.
@@ -111,9 +122,61 @@ def test_dashboard(path: Path) -> None:
                 assert "$device" in expr, f"{title}: not filtered by the device variable"
             assert names, f"{title}: no metric in {expr!r}"
             assert names <= ALLOWED, f"{title}: unknown metrics {names - ALLOWED}"
-    for annotation in dashboard["annotations"]["list"]:
-        if "expr" in annotation:
-            assert metric_names(annotation["expr"]) <= ALLOWED, annotation["name"]
+    marks = {a["name"]: a for a in dashboard["annotations"]["list"] if "expr" in a}
+    for annotation in marks.values():
+        assert metric_names(annotation["expr"]) <= ALLOWED, annotation["name"]
+        assert annotation["datasource"]["uid"] == "${datasource}"
+        assert "$device" in annotation["expr"]
+    assert "regulator_recalibrations_total" in marks["Recalibrations"]["expr"]
+    assert "regulator_drift_detections_total" in marks["Drift detections"]["expr"]
+
+
+def _alert_threshold(name: str) -> float:
+    """The number an alert rule compares with (``expr: ... < 0.7``)."""
+    rules = yaml.safe_load(
+        (REPO / "deploy" / "prometheus" / "rules" / "regulator-alerts.yml").read_text()
+    )
+    [rule] = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == name]
+    return float(re.split(r"[<>]=?", rule["expr"])[-1])
+
+
+def _steps(panel: dict[str, Any]) -> list[float]:
+    return [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]]
+
+
+def _by_title(name: str) -> dict[str, dict[str, Any]]:
+    dashboard = json.loads((REPO / "grafana" / "dashboards" / name).read_text())
+    return {p["title"]: p for p in _panels(dashboard["panels"])}
+
+
+def test_thresholds_are_the_alert_rules_and_policy_defaults() -> None:
+    from regulator.policy.model import MonitorsConfig, load_policy
+
+    accuracy = _alert_threshold("RegulatorAccuracyLow")
+    budget = _alert_threshold("RegulatorPowerOverBudget")
+    policy = load_policy(REPO / "deploy" / "policies" / "default.yaml")
+    [rule] = [r for r in policy.rules if r.condition.signal == "accuracy_below"]
+    assert rule.condition.threshold == accuracy  # type: ignore[union-attr]
+    fleet, device = _by_title("regulator-fleet.json"), _by_title("regulator-device.json")
+    assert _steps(fleet["Accuracy"]) == [accuracy] == _steps(device["Accuracy and drift"])
+    assert _steps(fleet["Power"]) == [budget] == _steps(device["Power"])
+    m = MonitorsConfig()
+    assert _steps(device["Spike density per layer"]) == [m.silent_threshold, m.saturated_threshold]
+    for panel in (fleet["Accuracy"], fleet["Power"], device["Spike density per layer"]):
+        assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off"
+
+
+def test_energy_panels_say_what_their_ratio_means() -> None:
+    for name in ("regulator-fleet.json", "regulator-device.json"):
+        [panel] = [p for t, p in _by_title(name).items() if t.startswith("Energy advantage")]
+        text = panel["description"]
+        assert "divided by" in text and "Above 1" in text and "below 1" in text
+        assert "docs/energy.md" in text and (REPO / "docs" / "energy.md").exists()
+        assert _steps(panel) == [1]
+
+
+def test_datasource_provisioning_is_prometheus() -> None:
+    assert _datasource_uid()
 
 
 def test_device_dashboard_marks_recalibrations() -> None:
