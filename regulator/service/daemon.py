@@ -24,7 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from regulator.errors import ConfigError, InputError, RegistryError, RegulatorError, RejectReason
+from regulator.errors import (
+    ConfigError,
+    InputError,
+    RegistryError,
+    RegulatorError,
+    RejectReason,
+    StorageFullError,
+)
 from regulator.policy.model import HttpSource as HttpSourceConfig
 from regulator.policy.model import Policy, ReplaySource, SimulatedSource, load_policy
 from regulator.service.api import FeedbackItem, Sample, ServerThread, build_app, serve
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 HEALTHY_WITHIN_S = 30.0
 TICK_EVERY_S = 0.5
 MAX_BATCH = 64  # samples per chip forward in the main loop
+MAX_PENDING = 16 * MAX_BATCH  # samples read from the source and not yet served
+FORWARD_BUDGET_S = 0.2  # one chip forward's share of a main-loop round (seconds)
 # Every torch op releases and retakes the GIL; while another thread of ours does Python
 # work (a swap loading the new model), each retake can wait a whole switch interval
 # (5 ms by default), so one forward stalls many times. A shorter interval bounds that.
@@ -313,9 +322,16 @@ class Daemon:
         done = threading.Event()
         pending: list[SourceSample] = []
 
+        # Backpressure: a source faster than the chip waits for room instead of
+        # growing the queue without bound.
+        room = threading.Semaphore(MAX_PENDING)
+
         def pump() -> None:  # the source may block (pacing, HTTP queue): read it apart
             try:
                 for s in it:
+                    while not room.acquire(timeout=0.2):
+                        if self.stop_requested.is_set():
+                            return
                     if self.stop_requested.is_set():
                         break
                     with lock:
@@ -329,26 +345,49 @@ class Daemon:
         wake = threading.Event()
         reader = threading.Thread(target=pump, name="source", daemon=True)
         reader.start()
+        per_sample_s = 0.0  # recent chip time per sample, to size forwards (0: unknown)
         while not self.stop_requested.is_set():
             wake.wait(TICK_EVERY_S)
             wake.clear()
             with lock:
                 batch, pending[:] = list(pending), []
-            # Samples that arrived together are served in one chip forward (bounded, so
-            # latency stays bounded under a burst).
-            for k in range(0, len(batch), MAX_BATCH):
-                chunk = batch[k : k + MAX_BATCH]
+            # Samples that arrived together are served in one chip forward, as many as
+            # fit FORWARD_BUDGET_S (so SIGTERM and the ticks never wait long whatever
+            # n_steps is); what does not fit this round goes back to the queue.
+            t_round = time.monotonic()
+            k = 0
+            while k < len(batch) and not self.stop_requested.is_set():
+                size = 1  # the first forward measures what one sample costs
+                if per_sample_s > 0:
+                    size = max(1, min(MAX_BATCH, int(FORWARD_BUDGET_S / per_sample_s)))
+                chunk = batch[k : k + size]
+                t0 = time.perf_counter()
                 outs = rt.process_batch([(s.sample_id, s.x) for s in chunk])
+                dt = (time.perf_counter() - t0) / len(chunk)
+                per_sample_s = dt if per_sample_s == 0 else 0.7 * per_sample_s + 0.3 * dt
+                k += len(chunk)
+                for _ in chunk:
+                    room.release()
                 for s, out in zip(chunk, outs, strict=True):
                     if isinstance(out, InputError):
                         log.warning("sample %s rejected: %s", s.sample_id, out)
+                if time.monotonic() - t_round > TICK_EVERY_S and k < len(batch):
+                    with lock:
+                        pending[:0] = batch[k:]
+                    wake.set()
+                    break
             if feedback is not None:
                 ready = feedback.pop_ready()
                 if ready:
-                    rt.add_labels([(sid, y, None) for sid, y in ready])
+                    # On a full disk the guard counts and logs the refusal; serve on.
+                    with contextlib.suppress(StorageFullError):
+                        rt.add_labels([(sid, y, None) for sid, y in ready])
             now = time.monotonic()
             if now - last_tick >= TICK_EVERY_S:
-                rt.tick()
+                try:
+                    rt.tick()
+                except OSError as err:  # a disk error must not end the main loop
+                    log.error("tick: %s", err)
                 last_tick = now
             if wd and now - last_wd >= wd / 2:
                 self.notifier.watchdog()
@@ -399,7 +438,9 @@ class Daemon:
             time.sleep(0.1)
         if self.scheduler.pending(RECAL_JOB):
             log.warning("abandoning a recalibration still running after %.0f s", timeout)
-        self.candidates.close(kill=self.scheduler.pending(RECAL_JOB))
+        # Idle, or its job abandoned: either way nothing to wait for (a worker still
+        # importing torch would otherwise hold the stop for seconds).
+        self.candidates.close(kill=True)
         self.scheduler.shutdown(wait=False)
         if self.server is not None:
             self.server.stop()
