@@ -181,9 +181,8 @@ def _fill(disk: Path, leave: int) -> Path:
     st = os.statvfs(disk)
     free = st.f_bavail * st.f_frsize
     filler = disk / "filler"
-    with open(filler, "ab") as f:
-        with contextlib.suppress(OSError):
-            f.write(b"\0" * max(0, free - leave))
+    with open(filler, "ab") as f, contextlib.suppress(OSError):
+        f.write(b"\0" * max(0, free - leave))
     return filler
 
 
