@@ -53,22 +53,9 @@ extras=""
 [ "$want_test" = 1 ] && extras="test bench"
 reqs="$(mktemp)"
 trap 'rm -f "$reqs"' EXIT
-python - "$reqs" $extras <<'EOF'
-import re
-import sys
-import tomllib
-
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-wanted = list(project["dependencies"])
-for extra in sys.argv[2:]:
-    wanted += project["optional-dependencies"][extra]
-name = lambda spec: re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower()
-with open(sys.argv[1], "w") as out:
-    out.write("\n".join(s for s in wanted if name(s) != "norse") + "\n")
-    out.write("# norse: " + next(s for s in wanted if name(s) == "norse") + "\n")
-EOF
+# shellcheck disable=SC2086  # $extras is a list of words
+python scripts/requirements.py $extras > "$reqs"
 python -m pip install -q -r "$reqs"
-norse_spec="$(sed -n 's/^# norse: //p' "$reqs")"
-python -m pip install -q --no-deps "$norse_spec"
+python -m pip install -q --no-deps "$(python scripts/requirements.py --norse)"
 python -m pip install -q --no-deps -e .
 echo "setup: done ($(python -c 'import torch, norse; print("torch", torch.__version__)'))"

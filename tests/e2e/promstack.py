@@ -323,6 +323,11 @@ def _alertmanager_config(
         if webhook_url is not None:
             webhook["url"] = webhook_url
         webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    # People are not mailed from tests (the shipped mail server is a placeholder).
+    config["receivers"] = [
+        r if r["name"] == REGULATOR_RECEIVER else {"name": r["name"]} for r in config["receivers"]
+    ]
+    config.pop("templates", None)
     path = workdir / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
