@@ -590,6 +590,8 @@ class Runtime:
                 ood_p_value=srv.ood.mean_p_value,
                 ood_threshold=self._ood_threshold(),
                 drift=self._drift_since is not None,
+                drift_statistic=srv.ood.statistic,
+                drift_threshold=srv.ood.detector.threshold,
                 spike_density=dict(self.density.density),
                 power_w=self.energy.power_w,
                 energy_inference_j=self.energy.inference_j_total,
