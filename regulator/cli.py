@@ -68,9 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("model", type=Path)
     ex.add_argument("out", type=Path)
 
-    rep = sub.add_parser("report", help="PNG plots of a run's event log or a replay report")
+    rep = sub.add_parser(
+        "report", help="plots of a run's event log or a replay report: PNGs, or one HTML page"
+    )
     rep.add_argument("input", type=Path, help="events.jsonl of a state dir, or a replay report")
-    rep.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    rep.add_argument("--out", type=Path, required=True, help="folder for the PNGs or the page")
+    rep.add_argument(
+        "--html",
+        action="store_true",
+        help="write OUT/report.html, one self-contained page with interactive plots",
+    )
     return p
 
 
@@ -174,6 +181,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
+    if a.html:
+        from regulator.report_html import write_html_report
+
+        print(write_html_report(a.input, a.out / "report.html"))
+        return 0
     from regulator.report import write_report
 
     paths = write_report(a.input, a.out)
