@@ -227,6 +227,15 @@ def _save(fig: Any, axes: Iterable[Any], path: Path, title: str, xlabel: str) ->
     return path
 
 
+def _si_axis(ax: Any, unit: str) -> None:
+    """Ticks in SI prefixes (1.75 mJ, 12 µW) from zero: no 1e-5 offset, and a flat
+    series looks flat rather than like a ramp across a tiny range."""
+    from matplotlib.ticker import EngFormatter
+
+    ax.yaxis.set_major_formatter(EngFormatter(unit=unit))
+    ax.set_ylim(bottom=0)
+
+
 def _series(snaps: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     ts, vs = [], []
     for s in snaps:
@@ -375,11 +384,13 @@ def _plot_energy(run: Run, path: Path) -> Path | None:
             ax.plot(ti, ei, color="tab:blue", label="inference")
         if tl:
             ax.plot(tl, el, color="tab:orange", label="learning")
-        ax.set_ylabel("energy since start (J)")
+        ax.set_ylabel("energy since start")
+        _si_axis(ax, "J")
         _recal_lines(ax, run)
         if tp:
             axes[1].plot(tp, pw, color="tab:gray", label="power")
-            axes[1].set_ylabel("W")
+            axes[1].set_ylabel("power")
+            _si_axis(axes[1], "W")
             _recal_lines(axes[1], run, label=False)
         return _save(fig, axes, path, "Energy: inference vs learning", run.time_label)
     learning = [
