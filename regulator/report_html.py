@@ -223,7 +223,7 @@ def _drift(run: Run) -> dict[str, Any] | None:
     for k, d in enumerate(explained):
         ex = d["explanation"]
         chans = [c for c in ex.get("channels") or [] if _num(c.get("ood_share")) is not None]
-        chans.sort(key=lambda c: str(c.get("name")))
+        chans.sort(key=lambda c: int(str(c.get("name")).split("-")[0]))  # input order
         label = f"detection at {d['t']:.4g}"
         data.append(
             {
