@@ -6,6 +6,11 @@ resampling (a static feature vector, ``L == 1``, is held for all steps).
 - ``current``: the value is injected as an input current every step (n_in = C).
 - ``poisson``: ON/OFF spike trains whose per-step probability is ``|x| * rate``
   (n_in = 2C, positive and negative parts).
+- ``binned``: the sample's time course is averaged into ``n_bins`` bins per channel and
+  each (channel, bin) is its own input line, injected as a current for the first
+  ``hold_steps`` steps (all steps when 0): the chip sees the whole response shape at
+  once and its neurons rate-code it (n_in = C * n_bins). Fewer held steps mean fewer
+  input events, hence less energy; a line within ``dead_zone`` of 0 sends nothing.
 - ``delta``: send-on-delta coding, which needs no analogue-to-digital converter: an
   ON (OFF) spike whenever the signal has risen (fallen) by ``threshold`` since the
   last event, at most one spike per step per channel (n_in = 2C).
@@ -78,6 +83,58 @@ class CurrentEncoder(Encoder):
         return {"name": self.name, "gain": self.gain}
 
 
+class BinnedEncoder(Encoder):
+    """Time bins as input lines, held as currents for ``hold_steps`` steps.
+
+    >>> x = torch.arange(8.0).reshape(1, 1, 8)
+    >>> out = BinnedEncoder(n_bins=2, hold_steps=3).encode(x, n_steps=4)
+    >>> out.shape, out[0, 0].tolist(), out[3, 0].tolist()
+    (torch.Size([4, 1, 2]), [1.5, 5.5], [0.0, 0.0])
+    """
+
+    name = "binned"
+    spiking = False
+
+    def __init__(
+        self, n_bins: int = 4, hold_steps: int = 0, gain: float = 1.0, dead_zone: float = 0.0
+    ) -> None:
+        if int(n_bins) < 1 or int(hold_steps) < 0:
+            raise ConfigError(
+                f"binned encoder needs n_bins >= 1, hold_steps >= 0, got {n_bins}, {hold_steps}"
+            )
+        self.n_bins = int(n_bins)
+        self.hold_steps = int(hold_steps)
+        self.gain = float(gain)
+        if not 0.0 <= float(dead_zone) < 10.0:
+            raise ConfigError(f"binned encoder needs 0 <= dead_zone < 10, got {dead_zone}")
+        self.dead_zone = float(dead_zone)
+
+    def n_inputs(self, n_channels: int) -> int:
+        return n_channels * self.n_bins
+
+    def encode(
+        self, x: torch.Tensor, n_steps: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        b, c, length = x.shape
+        v = torch.nn.functional.adaptive_avg_pool1d(x, self.n_bins).reshape(b, c * self.n_bins)
+        if self.dead_zone > 0:
+            # A line whose value is within the dead zone sends nothing: no input events.
+            v = torch.where(v.abs() > self.dead_zone, v, torch.zeros_like(v))
+        out = (v * self.gain).unsqueeze(0).repeat(n_steps, 1, 1)
+        if 0 < self.hold_steps < n_steps:
+            out[self.hold_steps :] = 0.0
+        return out
+
+    def config(self) -> dict[str, float | str]:
+        return {
+            "name": self.name,
+            "n_bins": self.n_bins,
+            "hold_steps": self.hold_steps,
+            "gain": self.gain,
+            "dead_zone": self.dead_zone,
+        }
+
+
 class PoissonEncoder(Encoder):
     """Bernoulli spikes per step with probability ``min(|x| * rate, 1)``, ON/OFF split."""
 
@@ -144,7 +201,7 @@ class DeltaEncoder(Encoder):
 
 
 ENCODERS: dict[str, type[Encoder]] = {
-    e.name: e for e in (CurrentEncoder, PoissonEncoder, DeltaEncoder)
+    e.name: e for e in (CurrentEncoder, BinnedEncoder, PoissonEncoder, DeltaEncoder)
 }
 
 

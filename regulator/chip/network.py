@@ -198,6 +198,13 @@ class SpikingNetwork(nn.Module):
             w = w + noise
         return w
 
+    def effective_weight(
+        self, name: str, w: torch.Tensor, chip: ChipInstance | None, ste: bool = True
+    ) -> torch.Tensor:
+        """``w`` (a candidate value of weight ``name``) as ``chip`` would apply it:
+        quantised (straight-through with ``ste``), stuck devices, mismatch, drift, noise."""
+        return self._effective(name, w, chip, ste)
+
     def effective_weights(self, chip: ChipInstance | None) -> dict[str, torch.Tensor]:
         """Every weight matrix as the chip would apply it (exact, no gradient)."""
         with torch.no_grad():

@@ -23,6 +23,7 @@ from regulator.errors import AdaptationError, ConfigError, InputError
 from regulator.meta.algorithms import Algorithm, Params, make_algorithm
 from regulator.meta.model import ModelBundle
 from regulator.meta.plasticity import pre_trace, three_factor_update
+from regulator.meta.proto import prototypes, readout_from_prototypes
 from regulator.meta.readout import li_kernel, readout_features
 from regulator.meta.writes import commit_update
 
@@ -363,6 +364,10 @@ def adapt(
         raise ConfigError("steps must be >= 0")
     x, y = _support_tensors(bundle, support_x, support_y)
     new = bundle.clone()
+    if new.episode_normalisation:
+        # As in episodic meta-training: the support set's inputs (never its labels)
+        # set the normalisation of the new environment.
+        new.normaliser = new.support_normaliser(x)
     meta = {k: v.detach() for k, v in new.meta_tensors.items()}
     if not meta:
         meta = algo.init_meta({}, float(bundle.meta.get("inner_lr", 0.5)))
@@ -373,7 +378,15 @@ def adapt(
     support_j = energy.energy(out.telemetry).inference_j
     skipped = 0
     forwards = 1
-    if scope == "readout":
+    if algo.name == "prototype":
+        if scope != "readout" or new.kind != "classification":
+            raise ConfigError("the prototype readout needs scope 'readout' and classification")
+        assert out.last_spikes is not None
+        kernel = li_kernel(new.cfg, out.last_spikes.shape[0])
+        phi = readout_features(out.last_spikes, kernel)
+        adapted = readout_from_prototypes(prototypes(phi, y, meta), meta, kernel.sum())
+        n_steps = 0
+    elif scope == "readout":
         problem = ReadoutProblem(new.network, chip, out, y, new.kind)
         start = {
             "readout.weight": new.network.readout.weight.detach().clone(),

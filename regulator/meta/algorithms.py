@@ -10,6 +10,12 @@ gradients, ordinary autograd for the meta-gradient).
   (Li et al. 2017); first order in the gradients, exact in the rates.
 - ``reptile``: plain SGD inside; the outer step moves the initialisation toward the
   adapted parameters (Nichol et al. 2018).
+- ``prototype``: no inner gradient steps: the readout is written from the support set's
+  class means of the readout features (filtered hidden spike counts), shrunk toward
+  meta-learned prior means, at a meta-learned temperature; the body is meta-trained
+  episodically for it (prototypical networks, Snell et al. 2017; weight imprinting,
+  Qi et al. 2018). One chip forward of the support set and one write per readout weight;
+  a chip with on-chip learning can run it (a running mean per class).
 - ``plasticity``: a three-factor local rule, pre-synaptic trace x (modulator, post-
   synaptic activity) with meta-learned coefficients and trace time constant; no
   backpropagation through time, so a chip could run it (see :mod:`regulator.meta.plasticity`).
@@ -144,8 +150,26 @@ class Plasticity(Algorithm):
         }
 
 
+class Prototype(Algorithm):
+    """Class means as the readout (see :mod:`regulator.meta.proto`)."""
+
+    name = "prototype"
+
+    def init_meta(
+        self, params: Mapping[str, torch.Tensor], inner_lr: float
+    ) -> dict[str, torch.Tensor]:
+        w = params.get("readout.weight")
+        if w is None:
+            raise UnknownNameError("parameter", "readout.weight", params)
+        return {
+            "proto.prior": torch.zeros_like(w.detach()),
+            "proto.log_shrink": torch.tensor(0.0),
+            "proto.log_temp": torch.tensor(0.0),
+        }
+
+
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    a.name: a for a in (MAML, FOMAML, MetaSGD, Reptile, Plasticity)
+    a.name: a for a in (MAML, FOMAML, MetaSGD, Reptile, Plasticity, Prototype)
 }
 
 

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from regulator.meta.model import ModelBundle
+from regulator.meta.peers import PEER_LABELS
 
 GAS_DRIFT_CITATION = (
     "Gas Sensor Array Drift dataset (CC BY 4.0): A. Vergara, S. Vembu, T. Ayhan, M. Ryan, "
@@ -33,6 +34,7 @@ _ROW_NAMES = {
     "labelfree_fewshot": "label-free + few-shot",
     "dense_finetune": "dense MLP, fine-tuned",
     "dense_labelfree_finetune": "dense MLP, re-scaled + fine-tuned",
+    **PEER_LABELS,
 }
 
 
@@ -47,28 +49,29 @@ def kshot_markdown(result: dict[str, Any]) -> str:
     ...      "table": {"5": {"meta": {"metric": {"mean": .9, "ci95_low": .8,
     ...      "ci95_high": 1.0, "n": 2}}}}}
     >>> print(kshot_markdown(r).splitlines()[3])
-    | meta prior, adapted | 90.0 [80.0, 100.0] | – | – | – | – |
+    | meta prior, adapted | 90.0 [80.0, 100.0] | – | – | – | – | – |
     """
     cls = result.get("kind", "classification") == "classification"
     unit = "accuracy %" if cls else "mean abs. error"
     scale = 100.0 if cls else 1.0
     lines = [
-        f"| method | {unit}, mean [95% CI] | adapt time s | weight writes "
+        f"| method | {unit}, mean [95% CI] | labels | adapt time s | weight writes "
         "| learning energy µJ | in inferences |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for k in result["ks"]:
         rows = result["table"][str(k)]
-        lines.append(f"| **{k}-shot** | | | | | |")
+        lines.append(f"| **{k}-shot** | | | | | | |")
         for name, row in rows.items():
             sec = f"{row['seconds']['mean']:.3f}" if "seconds" in row else "–"
             wr = f"{row['weight_writes']:.0f}" if "weight_writes" in row else "–"
             le = f"{row['learning_energy_j'] * 1e6:.2f}" if "learning_energy_j" in row else "–"
             li = row.get("learning_energy_inferences")
             lis = f"{li:.0f}" if isinstance(li, float) else "–"
+            lab = str(row["labels"]) if "labels" in row else "–"
             lines.append(
-                f"| {_ROW_NAMES.get(name, name)} | {_ci(row['metric'], scale)} | {sec} | {wr} "
-                f"| {le} | {lis} |"
+                f"| {_ROW_NAMES.get(name, name)} | {_ci(row['metric'], scale)} | {lab} | {sec} "
+                f"| {wr} | {le} | {lis} |"
             )
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ from regulator.errors import ConfigError, NotEnoughSamplesError
 from regulator.meta.adapt import AdaptationReport, adapt, metric, task_loss
 from regulator.meta.labelfree import recalibrate_label_free
 from regulator.meta.model import ModelBundle
+from regulator.meta.peers import PEER_NAMES, SOURCE_PEERS, Peers, SourceData
 from regulator.tasks.base import TaskFamily, make_family
 from regulator.tasks.formats import load_gas_drift
 from regulator.tasks.normalisation import Normaliser
@@ -136,7 +137,8 @@ def train_joint(
     training environments (one environment and chip instance per sample group), for
     ``steps`` Adam steps of ``batch`` samples: the joint-training peer.
 
-    Starts from the same initialisation as meta-training; keeps the prior's normaliser.
+    Starts from the same initialisation as meta-training; keeps the prior's normaliser,
+    or, under episodic normalisation, normalises each environment's group on its own.
     """
     tc = bundle.meta.get("train_config", {})
     b = bundle.clone()
@@ -151,7 +153,12 @@ def train_joint(
             env = family.environment_from_seed(int(rng.integers(0, 2**31 - 1)))
             chip = ChipInstance.create(b.profile, b.cfg, int(rng.integers(0, 2**31 - 1)))
             x, y = family.sample(env, per, rng)
-            out = b.network(b.encode(x, chip.generator), chip, input_is_spikes=b.encoder.spiking)
+            norm = b.support_normaliser(x) if b.episode_normalisation else None
+            out = b.network(
+                b.encode(x, chip.generator, normaliser=norm),
+                chip,
+                input_is_spikes=b.encoder.spiking,
+            )
             (task_loss(b.kind, out.outputs, torch.as_tensor(y)) / groups).backward()
         torch.nn.utils.clip_grad_norm_(list(b.network.parameters()), 5.0)
         opt.step()
@@ -229,8 +236,14 @@ def evaluate(
     baseline_steps: int = 25,
     train_envs: bool = True,
     progress: bool = False,
+    skeptic_peers: bool = True,
 ) -> dict[str, Any]:
     """K-shot table of ``bundle`` and its peers on held-out environments (JSON-able).
+
+    With ``skeptic_peers`` (classification) the rows of :mod:`regulator.meta.peers`
+    (logistic regression, nearest class mean, dense MLPs) are scored on the same shots
+    and query samples; their source data are samples of training environments
+    (:func:`source_from_family`). Each row states the labels it used.
 
     ``joint`` is the jointly trained peer (:func:`train_joint`); without it that row is
     left out. ``plasticity`` is a prior with the three-factor rule, scored on the same
@@ -265,11 +278,18 @@ def evaluate(
     tuned["scratch"] = _tune_sgd(scratch, fam, baseline_steps, k_tune, seed, scope=scope)
     peers["scratch"] = sgd_bundle(scratch, tuned["scratch"], baseline_steps, scope)
     e_inf = float(bundle.calibration.get("energy_per_inference_j", 0.0))
+    skeptic = (
+        Peers.fit(source_from_family(fam, seed, signed_log=bundle.normaliser.signed_log), seed)
+        if fam.kind == "classification" and skeptic_peers
+        else None
+    )
     table: dict[str, Any] = {}
     train_seeds = [int(s) for s in bundle.meta.get("train_env_seeds", [])]
     for k in ks:
         rng = np.random.default_rng([seed, int(k), 0xE7A1])
         per: dict[str, list[float]] = {n: [] for n in [*peers, "no_adaptation"]}
+        if skeptic is not None:
+            per.update({n: [] for n in PEER_NAMES})
         reps: dict[str, list[AdaptationReport]] = {n: [] for n in peers}
         if train_envs and train_seeds:
             per["meta_train_envs"] = []
@@ -284,6 +304,11 @@ def evaluate(
                 reps[name].append(rep)
             chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
             per["no_adaptation"].append(_query_metric(bundle, chip, ep.query_x, ep.query_y))
+            if skeptic is not None:
+                for name, acc in skeptic.score(
+                    ep.support_x, ep.support_y, ep.query_x, ep.query_y
+                ).items():
+                    per[name].append(acc)
             if "meta_train_envs" in per:
                 tenv = fam.environment_from_seed(train_seeds[t % len(train_seeds)])
                 tep = fam.episode(tenv, int(k), n_query, rng)
@@ -293,6 +318,14 @@ def evaluate(
             if progress and (t + 1) % 25 == 0:
                 log.info("K=%d: %d/%d tasks", k, t + 1, n_tasks)
         table[str(k)] = _summarise(per, reps, e_inf)
+        n_shots = int(k) * (fam.n_outputs if fam.kind == "classification" else 1)
+        n_source = skeptic.n_source if skeptic is not None else 0
+        for name, row in table[str(k)].items():
+            row["labels"] = (
+                0
+                if name == "no_adaptation"
+                else n_shots + (n_source if name in SOURCE_PEERS else 0)
+            )
     return {
         "family": fam.name,
         "kind": bundle.kind,
@@ -311,6 +344,21 @@ def evaluate(
         "table": table,
         "seconds": time.perf_counter() - t_start,
     }
+
+
+SOURCE_ENVS = 100
+SOURCE_PER_ENV = 20
+
+
+def source_from_family(family: TaskFamily, seed: int, signed_log: bool = False) -> SourceData:
+    """Labelled samples of ``SOURCE_ENVS`` training environments (seeds below the
+    held-out range), ``SOURCE_PER_ENV`` each: the peers' source data."""
+    rng = np.random.default_rng([seed, 0x50C])
+    groups = []
+    for _ in range(SOURCE_ENVS):
+        env = family.environment_from_seed(int(rng.integers(0, HELDOUT_SEED_BASE - 1)))
+        groups.append(family.sample(env, SOURCE_PER_ENV, rng))
+    return SourceData(groups, family.n_outputs, signed_log)
 
 
 # -- gas drift ---------------------------------------------------------------------------
@@ -433,6 +481,7 @@ def evaluate_gas_drift(
     x1, y1 = loaded[1]
     dense_norm = Normaliser(bundle.normaliser.method, bundle.normaliser.signed_log).fit(x1)
     dense = train_dense(x1, y1, dense_norm, seed=seed)
+    skeptic = Peers.fit(SourceData([(x1, y1)], int(y1.max()) + 1, signed_log=True), seed)
     e_inf = float(bundle.calibration.get("energy_per_inference_j", 0.0))
     rows: dict[str, Any] = {}
     means: dict[str, list[float]] = {}
@@ -453,6 +502,7 @@ def evaluate_gas_drift(
                 "dense_labelfree_finetune",
             )
         }
+        per.update({n: [] for n in PEER_NAMES})
         reps: dict[str, list[AdaptationReport]] = {"fewshot": [], "labelfree_fewshot": []}
         for d in range(draws):
             sup, rest = _draw(y, k_per_class, rng)
@@ -472,8 +522,17 @@ def evaluate_gas_drift(
             per["dense_labelfree_finetune"].append(
                 _dense_finetune_acc(dense, dn_lf, sx, sy, qx, qy, dense_finetune_steps, d)
             )
+            for name, acc in skeptic.score(sx, sy, qx, qy).items():
+                per[name].append(acc)
         row = _summarise(per, reps, e_inf)
         row["labelfree"]["report"] = lf_rep.to_dict()
+        n_shots = k_per_class * len(np.unique(y))
+        for name, r in row.items():
+            r["labels"] = (
+                0
+                if name in ("no_adaptation", "labelfree")
+                else n_shots + (len(y1) if name in SOURCE_PEERS else 0)
+            )
         row["n_samples"] = len(y)
         row["classes_present"] = [int(c) + 1 for c in np.unique(y)]
         rows[str(b)] = row

@@ -66,6 +66,19 @@ class ModelBundle:
     def kind(self) -> str:
         return str(self.task.get("kind", "classification"))
 
+    @property
+    def episode_normalisation(self) -> bool:
+        """Whether adaptation re-fits the input normaliser on the support set's inputs
+        (labels unused) before anything else, as in episodic meta-training."""
+        return bool(self.meta.get("episode_normalisation", False))
+
+    def support_normaliser(self, support_x: np.ndarray) -> Normaliser:
+        """A normaliser of this bundle's method fitted on ``support_x`` alone."""
+        arr = np.asarray(support_x, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return Normaliser(self.normaliser.method, self.normaliser.signed_log).fit(arr)
+
     def clone(self) -> ModelBundle:
         """A deep copy: adapting the clone never touches this bundle."""
         return ModelBundle(
@@ -83,9 +96,16 @@ class ModelBundle:
     # -- inputs -------------------------------------------------------------------------
 
     def encode(
-        self, x: np.ndarray, generator: torch.Generator | None = None, n_steps: int | None = None
+        self,
+        x: np.ndarray,
+        generator: torch.Generator | None = None,
+        n_steps: int | None = None,
+        normaliser: Normaliser | None = None,
     ) -> torch.Tensor:
-        """Raw samples ``[B, C, L]`` to chip input ``[T, B, n_in]`` (normalised, encoded)."""
+        """Raw samples ``[B, C, L]`` to chip input ``[T, B, n_in]`` (normalised, encoded).
+
+        ``normaliser`` overrides the bundle's (episodic training normalises each
+        environment on its own support set)."""
         arr = np.asarray(x, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -94,7 +114,8 @@ class ModelBundle:
             raise InputError(f"expected samples [B, {n_ch}, L], got shape {list(arr.shape)}")
         if not np.isfinite(arr).all():
             raise InputError("sample holds NaN or infinite values")
-        z = self.normaliser.transform(arr) if self.normaliser.fitted else arr
+        norm = normaliser if normaliser is not None else self.normaliser
+        z = norm.transform(arr) if norm.fitted else arr
         z = np.clip(z, -10.0, 10.0).astype(np.float32)
         return self.encoder.encode(torch.from_numpy(z), n_steps or self.cfg.n_steps, generator)
 

@@ -38,6 +38,7 @@ from regulator.meta.adapt import (
 )
 from regulator.meta.algorithms import make_algorithm
 from regulator.meta.model import ModelBundle
+from regulator.meta.proto import episode_logits
 from regulator.tasks.base import TaskFamily, make_family
 from regulator.tasks.normalisation import Normaliser
 
@@ -57,9 +58,13 @@ class TrainConfig(BaseModel):
     hidden: tuple[int, ...] = (64,)
     recurrent: bool = False
     n_steps: int = Field(32, gt=0)
+    dt_s: float = Field(1e-3, gt=0, le=0.1)
+    tau_syn_inv: float = Field(200.0, gt=0)
     encoder: str = "current"
     encoder_config: dict[str, float] = Field(default_factory=dict)
-    normalisation: Literal["standard", "robust", "none"] = "robust"
+    normalisation: Literal["standard", "robust", "feature", "none"] = "robust"
+    episode_normalisation: bool = False
+    k_shots: tuple[int, ...] | None = None
     signed_log: bool = False
     iterations: int = Field(300, ge=0)
     meta_batch: int = Field(8, gt=0)
@@ -109,6 +114,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         recurrent=cfg.recurrent,
         n_outputs=family.n_outputs,
         n_steps=cfg.n_steps,
+        dt_s=cfg.dt_s,
+        tau_syn_inv=cfg.tau_syn_inv,
     )
     net = SpikingNetwork(net_cfg, init_seed=cfg.seed)
     algo = make_algorithm(cfg.algorithm)
@@ -117,6 +124,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if cfg.scope == "all" and algo.name == "plasticity":
         raise ConfigError("the plasticity rule adapts the readout only (scope 'readout')")
     adapt_params: dict[str, torch.Tensor]
+    if algo.name == "prototype" and cfg.scope != "readout":
+        raise ConfigError("the prototype readout adapts the readout only (scope 'readout')")
     if cfg.scope == "readout":
         adapt_params = {k: v for k, v in net.named_parameters() if k.startswith("readout.")}
     elif cfg.scope == "input":
@@ -150,6 +159,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
             if cfg.deploy_inner_steps is not None
             else cfg.inner_steps,
             "inner_lr": cfg.inner_lr,
+            "episode_normalisation": cfg.episode_normalisation,
         },
         # (scope "input": gains and offsets per input channel, folded into layer 0)
         meta_tensors=meta,
@@ -167,7 +177,10 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
     cfg, fam, b = tr.cfg, tr.family, tr.bundle
     env = fam.environment_from_seed(env_seed)
     chip = ChipInstance.create(b.profile, b.cfg, chip_seed)
-    ep = fam.episode(env, cfg.k_shot, cfg.n_query, tr.rng)
+    k = int(tr.rng.choice(cfg.k_shots)) if cfg.k_shots else cfg.k_shot
+    ep = fam.episode(env, k, cfg.n_query, tr.rng)
+    if cfg.algorithm == "prototype":
+        return _proto_task_step(tr, ep, chip)
     if cfg.scope == "input":
         return _input_task_step(tr, ep, chip)
     if cfg.scope == "all":
@@ -209,6 +222,34 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
         q_out = problem.outputs(adapted, _query_phi(problem, out.last_spikes[:, ns:]))
         loss = task_loss(b.kind, q_out, yq)
     return loss, metric(b.kind, q_out.detach(), yq)
+
+
+def _episode_normaliser(b: ModelBundle, support_x: np.ndarray) -> Normaliser | None:
+    """The support set's own normaliser under episodic normalisation, else None."""
+    return b.support_normaliser(support_x) if b.episode_normalisation else None
+
+
+def _proto_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tensor, float]:
+    """Query loss of the readout written from the support set's prototypes (one chip
+    forward of support and query together, differentiable in the body and the prior)."""
+    b = tr.bundle
+    norm = _episode_normaliser(b, ep.support_x)
+    x = np.concatenate([ep.support_x, ep.query_x])
+    ns = len(ep.support_x)
+    out = b.network(
+        b.encode(x, chip.generator, normaliser=norm), chip, input_is_spikes=b.encoder.spiking
+    )
+    assert out.last_spikes is not None
+    yq = torch.as_tensor(ep.query_y)
+    q_out = episode_logits(
+        b.network,
+        chip,
+        out.last_spikes[:, :ns],
+        torch.as_tensor(ep.support_y),
+        out.last_spikes[:, ns:],
+        b.meta_tensors,
+    )
+    return task_loss(b.kind, q_out, yq), metric(b.kind, q_out.detach(), yq)
 
 
 def _input_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tensor, float]:
@@ -287,7 +328,10 @@ def _joint_step(tr: Trainer) -> tuple[float, float, list[int]]:
         seeds.append(env_seed)
         chip = ChipInstance.create(b.profile, b.cfg, int(tr.rng.integers(0, 2**31 - 1)))
         x, y = fam.sample(fam.environment_from_seed(env_seed), per, tr.rng)
-        out = b.network(b.encode(x, chip.generator), chip, input_is_spikes=b.encoder.spiking)
+        norm = _episode_normaliser(b, x)
+        out = b.network(
+            b.encode(x, chip.generator, normaliser=norm), chip, input_is_spikes=b.encoder.spiking
+        )
         yt = torch.as_tensor(y)
         loss = task_loss(b.kind, out.outputs, yt)
         (loss / groups).backward()
@@ -455,7 +499,12 @@ def finalise(tr: Trainer, n_calibration: int = 2000) -> ModelBundle:
     """The trained bundle with calibration statistics for its nominal environment."""
     b = tr.bundle
     rng = np.random.default_rng(tr.cfg.seed + 17)
-    x, _ = tr.family.sample(tr.family.nominal_environment(), n_calibration, rng)
+    x, y = tr.family.sample(tr.family.nominal_environment(), n_calibration, rng)
+    b.meta_tensors = {k: v.detach() for k, v in b.meta_tensors.items()}
+    if b.episode_normalisation or tr.cfg.algorithm == "prototype":
+        # What is served before any recalibration: the nominal environment's
+        # normalisation, and (prototype readout) its class means as the readout.
+        b = _adapt_nominal(b, x, y, tr.cfg.seed)
     b.calibration = calibrate(b, x, seed=tr.cfg.seed)
     b.meta["train_config"] = tr.cfg.model_dump(mode="json")
     b.meta["iterations"] = tr.iteration
@@ -466,8 +515,19 @@ def finalise(tr: Trainer, n_calibration: int = 2000) -> ModelBundle:
         for s in rec.get("env_seeds", [])
     ]
     b.meta["train_env_seeds"] = seen[-64:]  # the latest training environments
-    b.meta_tensors = {k: v.detach() for k, v in b.meta_tensors.items()}
+    tr.bundle = b
     return b
+
+
+def _adapt_nominal(b: ModelBundle, x: np.ndarray, y: np.ndarray, seed: int) -> ModelBundle:
+    """``b`` adapted on labelled nominal-environment samples (exact writes, no chip
+    noise), the normaliser fitted on all of ``x``: the shipped model's starting point."""
+    from regulator.meta.adapt import adapt
+
+    ideal = ChipInstance.create("ideal", b.cfg, seed)
+    new, _ = adapt(b, x, y, ideal, chip_writes=False)
+    new.normaliser = b.support_normaliser(x) if b.episode_normalisation else new.normaliser
+    return new
 
 
 def train_prior(

@@ -12,10 +12,14 @@ import numpy as np
 
 from regulator.errors import ConfigError, InputError
 
-__all__ = ["Normaliser", "signed_log"]
+__all__ = ["FEATURE_EPS", "Normaliser", "signed_log"]
 
-Method = Literal["standard", "robust", "none"]
-_METHODS = ("none", "robust", "standard")
+FEATURE_EPS = 0.05
+"""Added to a feature's spread (method "feature"): a few shots of a near-constant
+feature must not blow its noise up."""
+
+Method = Literal["standard", "robust", "feature", "none"]
+_METHODS = ("none", "robust", "standard", "feature")
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
@@ -31,7 +35,9 @@ class Normaliser:
     """Per-channel centre and scale of ``[n, C, L]`` samples (statistics over n and L).
 
     ``method``: "standard" (mean / std), "robust" (median / IQR/1.349, so a Gaussian
-    channel gets scale ≈ std), or "none". ``signed_log`` first applies
+    channel gets scale ≈ std), "feature" (mean / std of every (channel, time point)
+    over the samples, plus ``FEATURE_EPS``: what episodic training and few-shot
+    re-normalisation use, since a response's shape over time is per-feature), or "none". ``signed_log`` first applies
     :func:`signed_log`. Channels with zero spread get scale 1.
 
     >>> x = np.array([[[1.0, 3.0]], [[5.0, 7.0]]], dtype=np.float32)  # [n=2, C=1, L=2]
@@ -66,6 +72,10 @@ class Normaliser:
         z = self._pre(x)
         if z.shape[0] == 0:
             raise InputError("cannot fit a normaliser on zero samples")
+        if self.method == "feature":
+            self.center = z.mean(axis=0)
+            self.scale = z.std(axis=0) + FEATURE_EPS
+            return self
         flat = np.moveaxis(z, 1, 0).reshape(z.shape[1], -1)  # [C, n*L]
         if self.method == "standard":
             center, scale = flat.mean(axis=1), flat.std(axis=1)
@@ -98,6 +108,13 @@ class Normaliser:
         if self.center is None or self.scale is None:
             raise InputError("normaliser used before fit()")
         z = self._pre(x)
+        if self.center.ndim == 2:
+            if z.shape[1:] != self.center.shape:
+                raise InputError(
+                    f"expected samples [n, {self.center.shape[0]}, {self.center.shape[1]}], "
+                    f"got {list(z.shape)}"
+                )
+            return ((z - self.center[None]) / self.scale[None]).astype(np.float32)
         if z.shape[1] != self.center.size:
             raise InputError(f"expected {self.center.size} channels, got {z.shape[1]}")
         return ((z - self.center[None, :, None]) / self.scale[None, :, None]).astype(np.float32)
@@ -123,8 +140,8 @@ class Normaliser:
             if data["center"] is not None:
                 center = np.asarray(data["center"], dtype=np.float64)
                 scale = np.asarray(data["scale"], dtype=np.float64)
-                if center.ndim != 1 or center.shape != scale.shape or np.any(scale <= 0):
-                    raise ValueError("center and scale must be equal-length, scale > 0")
+                if center.ndim not in (1, 2) or center.shape != scale.shape or np.any(scale <= 0):
+                    raise ValueError("center and scale must be equal-shaped, scale > 0")
                 norm.center, norm.scale = center, scale
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"bad normaliser state: {exc}") from exc
