@@ -115,7 +115,7 @@ class BinnedEncoder(Encoder):
     def encode(
         self, x: torch.Tensor, n_steps: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        b, c, length = x.shape
+        b, c, _ = x.shape
         v = torch.nn.functional.adaptive_avg_pool1d(x, self.n_bins).reshape(b, c * self.n_bins)
         if self.dead_zone > 0:
             # A line whose value is within the dead zone sends nothing: no input events.

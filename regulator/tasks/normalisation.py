@@ -37,8 +37,8 @@ class Normaliser:
     ``method``: "standard" (mean / std), "robust" (median / IQR/1.349, so a Gaussian
     channel gets scale ≈ std), "feature" (mean / std of every (channel, time point)
     over the samples, plus ``FEATURE_EPS``: what episodic training and few-shot
-    re-normalisation use, since a response's shape over time is per-feature), or "none". ``signed_log`` first applies
-    :func:`signed_log`. Channels with zero spread get scale 1.
+    re-normalisation use, since a response's shape over time is per-feature), or "none".
+    ``signed_log`` first applies :func:`signed_log`. Channels with zero spread get scale 1.
 
     >>> x = np.array([[[1.0, 3.0]], [[5.0, 7.0]]], dtype=np.float32)  # [n=2, C=1, L=2]
     >>> norm = Normaliser("standard").fit(x)
