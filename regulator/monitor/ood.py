@@ -255,6 +255,11 @@ class MaxSoftmaxScorer(_ReadoutScorer):
         return out
 
 
+TAIL_SCORES = 10
+"""Largest calibration scores the exponential tail of :meth:`ConformalCalibrator.
+tail_p_values` is fitted on."""
+
+
 class ConformalCalibrator:
     """Turns scores into conformal p-values against held-out in-distribution scores.
 
@@ -292,6 +297,34 @@ class ConformalCalibrator:
         ge = n - np.searchsorted(self._sorted, s, side="left")  # #{cal >= s}
         out: F64 = np.asarray((1.0 + ge) / (n + 1.0), dtype=np.float64)
         return out
+
+    def tail_p_values(self, scores: ArrayLike) -> F64:
+        """:meth:`p_values`, except beyond the largest calibration score, where the grid
+        stops at ``1/(n+1)``: there ``p = exp(-(s - max) / beta) / (n + 1)``, an
+        exponential tail whose scale ``beta`` is the mean excess of the top
+        :data:`TAIL_SCORES` scores over the next one (peaks over threshold). With 100
+        calibration scores a far-off sample reads 4e-5 rather than 0.0099, so plots and
+        gauges can show it well below a 0.01 threshold. The drift detectors keep the
+        exact grid p-values they are calibrated on.
+
+        >>> cal = ConformalCalibrator().fit(np.arange(1.0, 101.0))
+        >>> [f"{v:.2g}" for v in cal.p_values([50.0, 100.5, 130.0])]
+        ['0.51', '0.0099', '0.0099']
+        >>> [f"{v:.2g}" for v in cal.tail_p_values([50.0, 100.5, 130.0])]
+        ['0.51', '0.009', '4.2e-05']
+        """
+        p = self.p_values(scores)
+        assert self._sorted is not None
+        cal, n = self._sorted, self._sorted.size
+        if n <= TAIL_SCORES:
+            return p
+        beta = float(np.mean(cal[-TAIL_SCORES:] - cal[-TAIL_SCORES - 1]))
+        if not beta > 0:
+            return p
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        beyond = s > cal[-1]
+        p[beyond] = np.exp(-(s[beyond] - cal[-1]) / beta) / (n + 1.0)
+        return p
 
     def to_dict(self) -> dict[str, Any]:
         return {"scores": None if self._sorted is None else self._sorted.tolist()}
@@ -379,6 +412,7 @@ def make_scorer(name: str, **cfg: Any) -> OODScorer:
 
 __all__ = [
     "SCORERS",
+    "TAIL_SCORES",
     "CalibratedScorer",
     "ConformalCalibrator",
     "EnergyScorer",

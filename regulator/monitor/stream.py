@@ -84,8 +84,10 @@ class OODMonitor(Monitor):
         self._detector.reset()
         self._scores: list[float] = []
         self._p: list[float] = []
+        self._p_tail: list[float] = []
         self._ewma_score: float | None = None
         self._ewma_p: float | None = None
+        self._ewma_p_tail: float | None = None
         self._n = 0
 
     def update(self, hidden: ArrayLike | None, readout: ArrayLike | None = None) -> None:
@@ -93,10 +95,13 @@ class OODMonitor(Monitor):
         scores = self._model.score(hidden, readout)
         p = self._model.calibrator.p_values(scores)
         self._detector.update(p)
+        p_tail = self._model.calibrator.tail_p_values(scores)
         self._scores = scores.tolist()
         self._p = p.tolist()
+        self._p_tail = p_tail.tolist()
         self._ewma_score = _ewma(self._ewma_score, scores, self._alpha)
         self._ewma_p = _ewma(self._ewma_p, p, self._alpha)
+        self._ewma_p_tail = _ewma(self._ewma_p_tail, p_tail, self._alpha)
         self._n += len(self._scores)
 
     # results
@@ -110,6 +115,17 @@ class OODMonitor(Monitor):
     def p_values(self) -> tuple[float, ...]:
         """Conformal p-values of the last batch."""
         return tuple(self._p)
+
+    @property
+    def tail_p_values(self) -> tuple[float, ...]:
+        """The last batch's p-values with an exponential tail below the calibration
+        grid's floor (for display; the detector reads :attr:`p_values`)."""
+        return tuple(self._p_tail)
+
+    @property
+    def mean_tail_p_value(self) -> float | None:
+        """EWMA of :attr:`tail_p_values`."""
+        return self._ewma_p_tail
 
     @property
     def score(self) -> float | None:
@@ -169,6 +185,7 @@ class OODMonitor(Monitor):
             "score": self.score,
             "mean_score": self.mean_score,
             "mean_p_value": self.mean_p_value,
+            "mean_tail_p_value": self.mean_tail_p_value,
             "n_seen": self.n_seen,
             "detector": self._detector.summary(),
         }
@@ -178,8 +195,10 @@ class OODMonitor(Monitor):
             "detector": self._detector.state_dict(),
             "scores": list(self._scores),
             "p": list(self._p),
+            "p_tail": list(self._p_tail),
             "ewma_score": self._ewma_score,
             "ewma_p": self._ewma_p,
+            "ewma_p_tail": self._ewma_p_tail,
             "n": self._n,
         }
 
@@ -189,4 +208,8 @@ class OODMonitor(Monitor):
         self._p = [float(v) for v in state["p"]]
         self._ewma_score = None if state["ewma_score"] is None else float(state["ewma_score"])
         self._ewma_p = None if state["ewma_p"] is None else float(state["ewma_p"])
+        # states saved before the tail p-values existed restore without them
+        self._p_tail = [float(v) for v in state.get("p_tail", state["p"])]
+        tail = state.get("ewma_p_tail", state["ewma_p"])
+        self._ewma_p_tail = None if tail is None else float(tail)
         self._n = int(state["n"])

@@ -165,11 +165,16 @@ class Metrics:
         )
         self.dense_ann_energy = counter(
             "regulator_dense_ann_energy_joules_total",
-            "Energy a dense ANN of the same shape would have used (MACs x E_MAC).",
+            "Energy the like-for-like dense ANN would have used: same widths, every input "
+            "point the chip saw, MACs x (E_MAC + E_weight_read).",
         ).labels(dev)
         self.power_watts = gauge("regulator_power_watts", "Chip power (recent window).").labels(dev)
         # monitors
-        self.ood_score = gauge("regulator_ood_score", "Latest OOD score (p-value).").labels(dev)
+        self.ood_score = gauge(
+            "regulator_ood_score",
+            "Latest OOD score: conformal p-value, with an exponential tail below the "
+            "calibration grid's floor 1/(n+1).",
+        ).labels(dev)
         self.ood_threshold = gauge(
             "regulator_ood_threshold", "OOD p-value threshold in force."
         ).labels(dev)

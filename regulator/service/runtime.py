@@ -399,8 +399,8 @@ class Runtime:
         m.drift_statistic.set(serving.ood.statistic)
         m.drift_threshold.set(serving.ood.detector.threshold)
         p_vals = serving.ood.p_values
-        if p_vals:
-            m.ood_score.set(p_vals[-1])
+        if p_vals:  # shown with its exponential tail: it can fall below 1/(n_cal + 1)
+            m.ood_score.set(serving.ood.tail_p_values[-1])
         new_alarms = serving.ood.n_alarms - alarms0
         if new_alarms > 0:
             m.drift_alarms.inc(new_alarms)
@@ -587,7 +587,7 @@ class Runtime:
                 t_s=t_now,
                 samples=self.n_samples,
                 accuracy=self.accuracy.accuracy,
-                ood_p_value=srv.ood.mean_p_value,
+                ood_p_value=srv.ood.mean_tail_p_value,
                 ood_threshold=self._ood_threshold(),
                 drift=self._drift_since is not None,
                 drift_statistic=srv.ood.statistic,

@@ -114,3 +114,41 @@ def test_errors() -> None:
         sc.score(np.zeros((2, 4)))
     with pytest.raises(InputError, match="non-finite"):
         sc.score([[np.nan, 0.0, 0.0]])
+
+
+def test_tail_p_values_go_below_the_grid_and_stay_valid() -> None:
+    from regulator.monitor.ood import ConformalCalibrator
+
+    rng = np.random.default_rng(0)
+    low, lower = [], []
+    for _ in range(200):  # 100 calibration scores each: the grid's floor is 1/101
+        cal = ConformalCalibrator().fit((rng.normal(size=(100, 4)) ** 2).sum(axis=1))
+        fresh = (rng.normal(size=(2000, 4)) ** 2).sum(axis=1)
+        p = cal.tail_p_values(fresh)
+        grid = cal.p_values(fresh)
+        assert np.all(p <= grid) and np.all(p[grid > 1 / 101] == grid[grid > 1 / 101])
+        low.append(float((p <= 0.005).mean()))
+        lower.append(float((p <= 0.002).mean()))
+    # in distribution they are still about uniform below the floor
+    assert 0.003 < np.mean(low) < 0.008 and 0.001 < np.mean(lower) < 0.005
+    far = cal.tail_p_values([60.0])  # chi-square(4) beyond 60: p about 5e-12
+    assert far[0] < 1e-3 < 1 / 101  # a far-off sample reads well below a 0.01 threshold
+
+
+def test_monitor_keeps_tail_p_values_and_restores_old_states() -> None:
+    from regulator.monitor.stream import OODMonitor
+
+    rng = np.random.default_rng(1)
+    model = CalibratedScorer.fit(
+        "mahalanobis", rng.normal(size=(300, 3)), cal_hidden=rng.normal(size=(100, 3))
+    )
+    m = OODMonitor(model)
+    m.update(rng.normal(size=(20, 3)) + 6.0)
+    assert min(m.tail_p_values) < 1e-3 <= min(m.p_values)
+    assert m.mean_tail_p_value is not None and m.mean_tail_p_value < m.mean_p_value  # type: ignore[operator]
+    state = m.state_dict()
+    for key in ("p_tail", "ewma_p_tail"):
+        state["state"].pop(key)  # as saved before tail p-values existed
+    twin = OODMonitor(model)
+    twin.load_state_dict(state)
+    assert twin.tail_p_values == m.p_values and twin.mean_tail_p_value == m.mean_p_value
