@@ -190,3 +190,36 @@ def test_kill_9_leaves_a_consistent_registry(tmp_path: Path, prior: Path, delay:
     v = reg.add(prior, cur, "manual")
     reg.promote(v)
     assert reg.current() == v
+
+
+def test_prune_keeps_newest_served_first_and_current(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "registry", clock=lambda: 0.0)
+    reg.bootstrap(prior)
+    for i in range(2, 11):  # v2..v10; only the even ones ever served
+        v = reg.add(_model(tmp_path / f"m{i}", f"w{i}".encode()), parent=None, trigger="t")
+        if i % 2 == 0:
+            reg.promote(v)
+    reg.promote("v000007")  # served now, and not among the newest
+    gone = reg.prune(keep_last=2, keep_served=2)
+    kept = [v.version for v in reg.versions()]
+    # newest 2 (9, 10), newest 2 that served (8, 10), the first (1), the served one (7)
+    assert kept == ["v000001", "v000007", "v000008", "v000009", "v000010"], (kept, gone)
+    assert set(gone) == {"v000002", "v000003", "v000004", "v000005", "v000006"}
+    assert reg.current() == "v000007"
+    assert not [p for p in (tmp_path / "registry").iterdir() if p.name.startswith(".tmp-")]
+    new = reg.add(_model(tmp_path / "m11", b"w11"), parent=None, trigger="t")
+    assert new == "v000011"  # numbers are never given twice
+
+
+def test_open_serving_quarantines_and_never_reuses_a_number(tmp_path: Path, prior: Path) -> None:
+    reg = Registry(tmp_path / "registry", clock=lambda: 0.0)
+    reg.bootstrap(prior)
+    v2 = reg.add(_model(tmp_path / "m2", b"w2"), parent="v000001", trigger="t")
+    reg.promote(v2)
+    (tmp_path / "registry" / v2 / "weights.safetensors").write_bytes(b"bad")
+    reg = Registry(tmp_path / "registry", clock=lambda: 0.0)
+    served = reg.open_serving(prior, lambda v: v)
+    assert served == "v000001" and reg.current() == "v000001"
+    assert [p["what"] for p in reg.problems] == ["v000002"]
+    assert len(list((tmp_path / "registry" / "quarantine").iterdir())) == 1
+    assert reg.add(_model(tmp_path / "m3", b"w3"), parent=None, trigger="t") == "v000003"

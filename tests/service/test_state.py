@@ -156,3 +156,55 @@ def test_state_dir_lock(tmp_path: Path) -> None:
     assert st2.events.recent()[0]["kind"] == "start"
     assert st2.registry_dir == tmp_path / "state" / "registry"
     st2.close()
+
+
+def test_event_log_keeps_the_configured_number_of_rotated_files(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events.jsonl", clock=lambda: 1.0, max_bytes=4096, keep_files=3)
+    for i in range(500):
+        log.append("job", i=i, pad="x" * 100)
+    log.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["events.jsonl", "events.jsonl.1", "events.jsonl.2", "events.jsonl.3"]
+    assert all(p.stat().st_size <= 4096 + 200 for p in tmp_path.iterdir())
+
+
+def test_a_write_that_meets_a_full_disk_leaves_no_torn_line(tmp_path: Path) -> None:
+    """/dev/full answers every write with ENOSPC: the append is refused whole."""
+    from regulator.errors import StorageFullError
+    from regulator.service.storage import AppendFile
+
+    f = AppendFile(Path("/dev/full"), None, "label")
+    with pytest.raises(StorageFullError):
+        f.write_lines(['{"a": 1}'])
+    f.close()
+
+
+def test_labels_refused_past_the_reserve_and_taken_again_after(tmp_path: Path) -> None:
+    from regulator.errors import StorageFullError
+    from regulator.service.storage import DiskGuard
+
+    guard = DiskGuard(tmp_path, reserve_bytes=1 << 62)
+    buf = LabelBuffer(tmp_path / "labels.jsonl", guard=guard)
+    with pytest.raises(StorageFullError):
+        buf.add([Label("a", [1.0, 2.0], 0, 0.0)])
+    assert len(buf) == 0 and guard.full
+    guard.reserve_bytes = 0  # space returns
+    assert buf.add([Label("b", [1.0, 2.0], 0, 0.0)]) == 1
+    assert not guard.full
+    buf.close()
+    assert [lab.sample_id for lab in LabelBuffer(tmp_path / "labels.jsonl").all()] == ["b"]
+
+
+def test_events_wait_for_space_and_are_written_when_it_returns(tmp_path: Path) -> None:
+    from regulator.service.storage import DiskGuard
+
+    guard = DiskGuard(tmp_path, reserve_bytes=1 << 62)
+    log = EventLog(tmp_path / "events.jsonl", clock=lambda: 1.0, guard=guard)
+    log.append("job", n=1)
+    log.append("job", n=2)
+    assert log.backlog == 2 and log.recent(5)[-1]["fields"] == {"n": 2}
+    guard.reserve_bytes = 0
+    log.append("job", n=3)
+    assert log.backlog == 0
+    log.close()
+    assert [e["fields"]["n"] for e in EventLog(tmp_path / "events.jsonl").read_all()] == [1, 2, 3]
