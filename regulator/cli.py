@@ -82,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _quiet_warnings() -> None:
-    # Norse 1.1 decorates with torch.jit.script, deprecated in torch 2.14: harmless.
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    # Norse 1.1 decorates with torch.jit.script, deprecated in torch 2.13/2.14: harmless.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future/Deprecation
 
 
 def _cmd_run(a: argparse.Namespace) -> int:

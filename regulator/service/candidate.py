@@ -29,7 +29,7 @@ from typing import Any
 
 # Imported first in the worker process: quiet Norse 1.1's import-time FutureWarning
 # (torch.jit.script deprecated), as the CLI does in the daemon's own process.
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future/Deprecation
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -179,7 +179,7 @@ def run_inline(req: CandidateRequest, timeout_s: float) -> CandidateResult:
 
 def _worker_init(parent: int) -> None:
     torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future/Deprecation
     # Ctrl-C in a terminal, and systemd's stop (SIGTERM to the whole cgroup), reach this
     # worker too: the daemon decides when it stops (it lets a running recalibration
     # finish within its timeout, then kills it), and it leaves if the daemon dies.
