@@ -60,7 +60,7 @@ _ClassOrTarget = Annotated[int, Field(ge=0, le=1_000_000)] | _Value
 X = list[list[_Value]] | list[_Value]
 """A sample's input: channels × time steps ``[C][L]``, or one value per channel ``[C]``."""
 
-_X_EXAMPLE = [[0.12, 0.10], [0.55, 0.61], [1.02, 0.98]]
+_X_EXAMPLE: list[Any] = [[0.12, 0.10], [0.55, 0.61], [1.02, 0.98]]
 
 
 class _Body(BaseModel):
