@@ -48,10 +48,27 @@ def test_promtool_lints_the_exposition_clean() -> None:
     m.set_model("v000001", prior="nanosensor")
     m.init_recalibration_series(["drift", "manual"])
     m.set_layers({"h0": 0.1, "h1": 0.0}, silent=["h1"])
+    m.drift_detections.inc()
+    m.set_drift_explanation({"3": (0.8, 4.0), "0-2": (None, 0.1)}, {"hidden0": 1.0})
     text = generate_latest(reg)
+    for name in ("drift_input_share", "drift_input_shift", "drift_layer_share"):
+        assert f"regulator_{name}{{".encode() in text  # the explanation series are linted too
     res = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60
     )
     assert res.returncode == 0 and not res.stdout.strip() and not res.stderr.strip(), (
         res.stdout.decode() + res.stderr.decode()
     )
+
+
+def test_drift_explanation_series_follow_the_latest_detection() -> None:
+    reg = CollectorRegistry()
+    m = Metrics(reg, "chip-7", process=False)
+    m.set_drift_explanation({"3": (0.8, 4.0), "5": (0.2, 0.5)}, {"hidden0": 1.0})
+    share = {"device": "chip-7", "input": "3"}
+    assert reg.get_sample_value("regulator_drift_input_share", share) == 0.8
+    m.set_drift_explanation({"5": (1.0, 2.0)}, {"hidden1": 1.0})  # a later detection
+    assert reg.get_sample_value("regulator_drift_input_share", share) is None  # bounded set
+    assert reg.get_sample_value("regulator_drift_input_shift", {**share, "input": "5"}) == 2.0
+    gone = {"device": "chip-7", "layer": "hidden0"}
+    assert reg.get_sample_value("regulator_drift_layer_share", gone) is None
