@@ -26,11 +26,8 @@ truncated away) when the file is reopened.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import fcntl
-import json
 import logging
 import math
 import os
@@ -38,17 +35,15 @@ import re
 import shutil
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from regulator import atomic
-from regulator.errors import ConfigError, DataFormatError, StorageFullError
-from regulator.service.storage import AppendFile, DiskGuard, read_lines
+from regulator.errors import ConfigError, StorageFullError
+from regulator.service.labels import Label, LabelBuffer
+from regulator.service.storage import AppendFile, DiskGuard, dumps_line, read_lines
 
 __all__ = [
     "EVENT_KINDS",
@@ -83,10 +78,6 @@ kill left one behind)."""
 
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 class EventLog:
@@ -143,7 +134,7 @@ class EventLog:
             out.append({"ts": stamp, "kind": kind, "fields": _finite(fields)})
         if not out:
             return out
-        lines = [_dumps(e) for e in out]
+        lines = [dumps_line(e) for e in out]
         with self._lock:
             pending = [*self._backlog, *lines]
             try:
@@ -217,176 +208,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_finite(v) for v in obj]
     return obj
-
-
-@dataclass(frozen=True)
-class Label:
-    """One labelled sample: input ``x`` (``[C, L]`` or ``[C]``: an array, or nested
-    lists), target ``y`` (class index or regression value), time ``t`` in seconds,
-    optional ``env`` tag.
-
-    On disk ``x`` is little-endian float32 in base64 with its shape: writing decimal
-    floats cost ~10 ms per 80 samples of CPU (and the serving thread's GIL).
-
-    >>> lab = Label("s1", [[0.5, 1.0], [2.0, -1.0]], 3, 12.0)
-    >>> back = Label.from_json(json.loads(_dumps(lab.to_json())))
-    >>> back.x.tolist(), back.y, back.t
-    ([[0.5, 1.0], [2.0, -1.0]], 3, 12.0)
-    """
-
-    sample_id: str
-    x: Any
-    y: int | float
-    t: float
-    env: Any = None
-
-    def to_json(self) -> dict[str, Any]:
-        arr = np.ascontiguousarray(self.x, dtype="<f4")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"label {self.sample_id}: x holds non-finite values")
-        return {
-            "sample_id": self.sample_id,
-            "x_f32": base64.b64encode(arr.tobytes()).decode("ascii"),
-            "shape": list(arr.shape),
-            "y": self.y,
-            "t": self.t,
-            "env": self.env,
-        }
-
-    @classmethod
-    def from_json(cls, obj: Any) -> Label:
-        if not isinstance(obj, dict):
-            raise DataFormatError("label record is not an object")
-        try:
-            y = obj["y"]
-            if isinstance(y, bool) or not isinstance(y, int | float):
-                raise TypeError("y must be a number")
-            if "x_f32" in obj:
-                raw = base64.b64decode(obj["x_f32"], validate=True)
-                shape = tuple(int(d) for d in obj["shape"])
-                x = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
-            else:  # the earlier format: decimal lists
-                x = np.asarray(obj["x"], dtype=np.float32)
-            return cls(
-                sample_id=str(obj["sample_id"]),
-                x=x,
-                y=y,
-                t=float(obj["t"]),
-                env=obj.get("env"),
-            )
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            raise DataFormatError(f"bad label record: {exc}") from exc
-
-
-class LabelBuffer:
-    """Bounded, durable buffer of labelled samples, newest last.
-
-    :meth:`add` returns only after the labels are fsynced, so a label that was
-    acknowledged is never lost. A sample id added again replaces the older record.
-    Beyond ``max_samples`` the oldest are dropped; the file is compacted (atomic
-    rewrite) once it holds ``compact_factor`` times more lines than the buffer. On a
-    full disk (or past the guard's reserve) :meth:`add` raises StorageFullError and
-    nothing is stored or acknowledged; compaction waits for room.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        max_samples: int = 10_000,
-        compact_factor: float = 2.0,
-        guard: DiskGuard | None = None,
-    ) -> None:
-        if max_samples <= 0:
-            raise ValueError(f"max_samples must be positive, got {max_samples}")
-        if compact_factor <= 1.0:
-            raise ValueError(f"compact_factor must be > 1, got {compact_factor}")
-        self.path = Path(path)
-        self.max_samples = max_samples
-        self._compact_factor = compact_factor
-        self._lock = threading.Lock()
-        self._items: dict[str, Label] = {}
-        records, bad = read_lines(self.path)
-        for rec in records:
-            try:
-                lab = Label.from_json(rec)
-            except DataFormatError as exc:
-                bad += 1
-                log.warning("%s: skipping a record: %s", self.path, exc)
-                continue
-            self._items.pop(lab.sample_id, None)
-            self._items[lab.sample_id] = lab
-        self._trim()
-        self._lines = len(records) + bad
-        self._guard = guard
-        self._file = AppendFile(self.path, guard, "label")
-        if bad or self._lines > self._compact_factor * self.max_samples:
-            self._compact()
-
-    def add(self, labels: Iterable[Label]) -> int:
-        """Persist ``labels`` (fsync) and then make them visible; return how many."""
-        batch = list(labels)
-        if not batch:
-            return 0
-        lines = [_dumps(lab.to_json()) for lab in batch]  # raises on NaN before writing
-        with self._lock:
-            self._file.write_lines(lines)
-            self._lines += len(lines)
-            for lab in batch:
-                self._items.pop(lab.sample_id, None)
-                self._items[lab.sample_id] = lab
-            self._trim()
-            if self._lines > self._compact_factor * self.max_samples:
-                self._compact()
-        return len(batch)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    def __contains__(self, sample_id: object) -> bool:
-        with self._lock:
-            return sample_id in self._items
-
-    def all(self) -> list[Label]:
-        """Every buffered label, oldest first."""
-        with self._lock:
-            return list(self._items.values())
-
-    def labelled_since(self, t: float) -> list[Label]:
-        """Labels with time ``t`` or later, in insertion order."""
-        with self._lock:
-            return [lab for lab in self._items.values() if lab.t >= t]
-
-    def class_counts(self, since: float | None = None) -> dict[int | float, int]:
-        """How many labels per class (value of ``y``), optionally since a time."""
-        with self._lock:
-            counts = Counter(
-                lab.y for lab in self._items.values() if since is None or lab.t >= since
-            )
-        return dict(sorted(counts.items()))
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()
-
-    def _trim(self) -> None:
-        excess = len(self._items) - self.max_samples
-        if excess > 0:
-            for key in list(self._items)[:excess]:
-                del self._items[key]
-
-    def _compact(self) -> None:
-        # May use the reserve: it frees space once done. If even that fails, the old
-        # file stays whole and appends go on; compaction is retried on a later add.
-        text = "".join(_dumps(lab.to_json()) + "\n" for lab in self._items.values())
-        try:
-            atomic.write_text(self.path, text)
-        except OSError as err:
-            log.warning("%s: compaction postponed: %s", self.path, err)
-            return
-        self._file.close()
-        self._lines = len(self._items)
-        self._file = AppendFile(self.path, self._guard, "label")
 
 
 class JsonStore:

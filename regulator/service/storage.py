@@ -37,7 +37,7 @@ from typing import Any, Literal
 from regulator import atomic
 from regulator.errors import StorageFullError
 
-__all__ = ["AppendFile", "DiskGuard", "StoreKind", "read_lines", "tree_bytes"]
+__all__ = ["AppendFile", "DiskGuard", "StoreKind", "dumps_line", "read_lines", "tree_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,11 @@ class AppendFile:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def dumps_line(obj: Any) -> str:
+    """One compact, key-sorted JSON line (NaN refused: ValueError)."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 def read_lines(path: Path) -> tuple[list[Any], int]:
