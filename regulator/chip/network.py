@@ -325,7 +325,7 @@ class SpikingNetwork(nn.Module):
 
         neurons = tuple(int(n) for n in cfg.hidden)
         total_neurons = sum(neurons) + cfg.n_outputs
-        macs = sum(w.numel() for w in weights.values()) * batch
+        macs = _dense_macs(x, weights, cfg) * batch
         telemetry = Telemetry(
             batch_size=batch,
             n_steps=t_steps,
@@ -340,6 +340,22 @@ class SpikingNetwork(nn.Module):
             extra={"synaptic_events_dropped": dropped},
         )
         return NetOutput(outputs, torch.cat(counts, dim=1).detach(), telemetry, s)
+
+
+def _dense_macs(x: torch.Tensor, weights: dict[str, torch.Tensor], cfg: NetworkConfig) -> int:
+    """MACs per sample of the like-for-like dense ANN: an MLP of the same widths that sees
+    every distinct input the chip was given (a static or held input once, a time series
+    at each of its steps) and runs each recurrent layer once per input point."""
+    with torch.no_grad():
+        nz = x.abs().sum((1, 2)) > 0
+        changed = torch.ones_like(nz)
+        changed[1:] = (x[1:] != x[:-1]).any(dim=2).any(dim=1)
+        points = max(int((nz & changed).sum()), 1)
+    macs = 0
+    for name, w in weights.items():
+        per = w.numel()
+        macs += per * points if name.startswith(("layers.0.", "recurrent.")) else per
+    return macs
 
 
 def _synaptic_input(

@@ -24,7 +24,8 @@ class Telemetry:
         active_neuron_updates: the part of ``neuron_updates`` whose neuron received input.
         spikes_routed: spikes sent over the on-chip network (hidden spikes).
         weight_writes: synaptic weight writes (learning), zero for inference.
-        dense_macs: multiply-accumulates a dense ANN of the same shape spends on this batch.
+        dense_macs: multiply-accumulates the like-for-like dense ANN (same widths, every
+            distinct input point the chip was given) spends on this batch.
     """
 
     batch_size: int

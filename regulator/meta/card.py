@@ -38,6 +38,11 @@ _ROW_NAMES = {
 }
 
 
+def row_label(name: str) -> str:
+    """The human name of a table row."""
+    return _ROW_NAMES.get(name, name)
+
+
 def _ci(m: dict[str, float], scale: float = 100.0) -> str:
     return f"{scale * m['mean']:.1f} [{scale * m['ci95_low']:.1f}, {scale * m['ci95_high']:.1f}]"
 

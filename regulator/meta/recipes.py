@@ -20,6 +20,7 @@ the model folder with its card, and the results under ``bench/results/``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import shutil
@@ -33,6 +34,7 @@ from regulator.errors import UnknownNameError
 from regulator.meta.card import gas_markdown, kshot_markdown, render_card
 from regulator.meta.evaluate import evaluate, evaluate_gas_drift, family_for, train_joint
 from regulator.meta.model import ModelBundle
+from regulator.meta.peers import PEER_NAMES
 from regulator.meta.train import TrainConfig, build_trainer, finalise, train_prior, train_steps
 from regulator.modelfolder import sha256_file
 
@@ -40,27 +42,28 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 GAS_DATA = "data/gas-drift/batch1.dat"
-SHARED_GAS = REPO.parent / "shared" / "data" / "gas-drift"
+GAS_DIR = REPO / "data" / "gas-drift"
 
 RECIPES: dict[str, TrainConfig] = {
     "nanosensor": TrainConfig(
         family="nanosensor",
         profile="loihi",
-        algorithm="metasgd",
-        scope="input",
-        hidden=(64,),
-        n_steps=16,
-        pretrain_steps=300,
-        iterations=1200,
-        meta_batch=4,
+        algorithm="prototype",
+        scope="readout",
+        hidden=(32,),
+        n_steps=4,
+        dt_s=0.005,
+        tau_syn_inv=50.0,
+        encoder="binned",
+        encoder_config={"n_bins": 4, "hold_steps": 1},
+        normalisation="feature",
+        episode_normalisation=True,
+        iterations=1500,
+        meta_batch=8,
         k_shot=5,
+        k_shots=(1, 5, 10),
         n_query=30,
-        inner_steps=8,
-        deploy_inner_steps=16,
-        inner_lr=0.5,
-        input_lr=0.1,
-        outer_lr=1e-2,
-        meta_lr=3e-2,
+        outer_lr=3e-3,
         seed=0,
     ),
     "gas-drift": TrainConfig(
@@ -94,54 +97,60 @@ RECIPES: dict[str, TrainConfig] = {
 }
 """Recipe name to meta-training configuration."""
 
-PLASTICITY_ITERATIONS = {"nanosensor": 60}
+PLASTICITY_ITERATIONS: dict[str, int] = {}
+"""Recipes that also meta-train a three-factor-rule prior on the same body (none today:
+the prototype readout is the chip-runnable rule the shipped priors use)."""
 EVAL_TASKS = 40
 
 
+PEER_ROWS = (*PEER_NAMES, "joint_finetune", "scratch")
+"""Rows that compete with the prior in the goals (never the prior's own variants)."""
+
+
+def best_peer(row: dict[str, Any]) -> tuple[str, float]:
+    """The strongest peer in one K row of the table: its name and mean metric."""
+    cands = [(n, float(row[n]["metric"]["mean"])) for n in PEER_ROWS if n in row]
+    return max(cands, key=lambda c: c[1]) if cands else ("", float("nan"))
+
+
 def kshot_notes(cfg: TrainConfig, kshot: dict[str, Any], k: int = 5) -> str:
-    """What the K-shot table shows against the issue's goals, in words (for the card)."""
-    row = kshot["table"].get(str(k), {})
-    if "meta" not in row:
+    """What the K-shot table shows against the goals, in words (for the card).
+
+    Goals: at ``k`` shots the prior at least 5 points above the best peer; at the other
+    K at or above it; accuracy rising with K.
+    """
+    table = kshot["table"]
+    if str(k) not in table or "meta" not in table[str(k)]:
         return ""
-    meta = row["meta"]["metric"]["mean"]
-    lines = []
-    scope = kshot.get("baseline_scope", cfg.scope)
-    lines.append(
-        f"Adaptation scope `{cfg.scope}`"
-        + (
-            ": a gain and an offset per input channel (folded into the first layer's "
-            "weight columns and biases on the chip) and the readout, Meta-SGD rates per "
-            "entry; each inner step is one chip forward of the support set (counted in the "
-            "learning energy); the final update is written through the chip's write model "
-            "(8-bit grid, stochastic rounding)."
-            if cfg.scope == "input"
-            else "."
-        )
-    )
-    lines.append(
-        f"Fairness: the joint peer has the same network, the same chip profile and the "
-        f"prior's whole step budget ({cfg.pretrain_steps + cfg.iterations} Adam steps of "
-        f"pooled training environments); it and the scratch row fine-tune the same "
-        f"parameters (scope `{scope}`) on the same K shots and chip instances with plain "
-        f"SGD, {kshot['baseline_steps']} steps, rate chosen on training environments only."
-    )
-    if "joint_finetune" in row:
-        joint = row["joint_finetune"]["metric"]["mean"]
-        gap = 100 * (meta - joint)
+    lines = [
+        f"Adaptation `{cfg.algorithm}` on the `{cfg.scope}`: the support set runs through "
+        "the chip once; the readout is written from its class means of the filtered "
+        "hidden spike counts, shrunk toward the prior's means, through the chip's write "
+        "model. Inputs are re-normalised per feature on the support set's inputs (labels "
+        "unused), as in episodic meta-training."
+    ]
+    means = []
+    for kk in kshot["ks"]:
+        row = table[str(kk)]
+        meta = float(row["meta"]["metric"]["mean"])
+        means.append(meta)
+        name, peer = best_peer(row)
+        need = 5.0 if int(kk) == k else 0.0
+        gap = 100 * (meta - peer)
         lines.append(
-            f"Goal at {k} shots, meta prior >= joint + 5 points: {100 * meta:.1f} vs "
-            f"{100 * joint:.1f} ({gap:+.1f} points): "
-            + ("reached." if gap >= 5.0 else "not reached.")
+            f"{kk} shots: prior {100 * meta:.1f} vs best peer {_peer_label(name)} "
+            f"{100 * peer:.1f} ({gap:+.1f} points; goal {need:+.0f}): "
+            + ("reached." if gap >= need else "not reached.")
         )
-    if "meta_train_envs" in row:
-        tr_acc = row["meta_train_envs"]["metric"]["mean"]
-        ratio = meta / tr_acc if tr_acc > 0 else float("nan")
-        lines.append(
-            f"Goal, held-out >= 90% of training-environment accuracy: {100 * meta:.1f} vs "
-            f"{100 * tr_acc:.1f} ({100 * ratio:.0f}%): "
-            + ("reached." if ratio >= 0.9 else "not reached.")
-        )
+    rising = all(b > a for a, b in itertools.pairwise(means))
+    lines.append("Accuracy rises with K: " + ("yes." if rising else "no."))
     return "\n\n".join(lines)
+
+
+def _peer_label(name: str) -> str:
+    from regulator.meta.card import row_label
+
+    return f"({row_label(name)})"
 
 
 def _train_plasticity(
@@ -219,8 +228,8 @@ def run_recipe(
         results["kshot"] = kshot
         results["notes"] = kshot_notes(cfg, kshot)
         gas = None
-        if cfg.family == "file" and SHARED_GAS.is_dir():
-            gas = evaluate_gas_drift(bundle, SHARED_GAS, k_per_class=5, draws=20, seed=cfg.seed)
+        if cfg.family == "file":
+            gas = evaluate_gas_drift(bundle, GAS_DIR, k_per_class=5, draws=20, seed=cfg.seed)
             results["gas_drift"] = gas
     command = f"regulator train --recipe {name} --out models/{name}"
     bundle.card = render_card(

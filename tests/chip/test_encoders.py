@@ -44,9 +44,25 @@ def test_delta_coding_tracks_the_signal() -> None:
 
 
 def test_bad_encoder_names_and_values() -> None:
-    with pytest.raises(UnknownNameError, match="valid: current, delta, poisson"):
+    with pytest.raises(UnknownNameError, match="valid: binned, current, delta, poisson"):
         make_encoder("rank")
     with pytest.raises(ConfigError, match="rate"):
         make_encoder("poisson", rate=2.0)
     with pytest.raises(ConfigError, match="bad configuration"):
         make_encoder("current", width=1.0)
+
+
+def test_binned_encoder_lines_hold_and_dead_zone() -> None:
+    from regulator.chip.encoders import BinnedEncoder
+
+    x = torch.tensor([[[1.0, 1.0, 3.0, 3.0], [0.1, 0.1, -2.0, -2.0]]])  # [B=1, C=2, L=4]
+    enc = BinnedEncoder(n_bins=2, hold_steps=2, dead_zone=0.5)
+    out = enc.encode(x, n_steps=5)
+    assert enc.n_inputs(2) == 4 and out.shape == (5, 1, 4)
+    # channel-major lines: (c0 b0, c0 b1, c1 b0, c1 b1); 0.1 sits in the dead zone
+    assert out[0, 0].tolist() == [1.0, 3.0, 0.0, -2.0]
+    assert torch.equal(out[1], out[0]) and not out[2:].any()
+    cfg = {k: v for k, v in enc.config().items() if k != "name"}
+    assert make_encoder("binned", **cfg).config() == enc.config()
+    with pytest.raises(ConfigError):
+        BinnedEncoder(n_bins=0)
