@@ -46,6 +46,7 @@ RejectReason = Literal[
     "no_token",  # no token configured: mutating routes are disabled
     "conflict",  # the runtime refused (nothing to roll back, wrong source kind)
     "disk_full",  # the state directory cannot store it now (retry later)
+    "no_route",  # a path or method the HTTP contract does not list (404, 405)
 ]
 """Why an input was refused: one closed set for the runtime, the API and the metrics."""
 

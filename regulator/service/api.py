@@ -206,7 +206,9 @@ def build_app(
             metrics.http_server_errors.inc()
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, on_reject=refused)
-    app.add_middleware(ServerErrorGuard, on_error=server_error)  # outermost
+    app.add_middleware(  # outermost
+        ServerErrorGuard, on_error=server_error, on_no_route=lambda: refused("no_route")
+    )
     metrics_app = _AsgiEndpoint(make_asgi_app(registry=metrics_registry))
     for path in ("/metrics", "/metrics/"):
         app.router.routes.append(

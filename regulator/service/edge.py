@@ -175,11 +175,18 @@ class BodyLimit:
 
 class ServerErrorGuard:
     """Outermost middleware: any exception below becomes a 500 with no detail (logged
-    with its traceback), and every 5xx answered is counted by ``on_error``."""
+    with its traceback), and every 5xx answered is counted by ``on_error``; a 404 or
+    405 (a route or method outside the contract) by ``on_no_route``."""
 
-    def __init__(self, app: ASGIApp, on_error: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        on_error: Callable[[], None] | None = None,
+        on_no_route: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.on_error = on_error
+        self.on_no_route = on_no_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -191,8 +198,11 @@ class ServerErrorGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if message["status"] >= 500 and self.on_error is not None:
+                status = message["status"]
+                if status >= 500 and self.on_error is not None:
                     self.on_error()
+                elif status in (404, 405) and self.on_no_route is not None:
+                    self.on_no_route()
             await send(message)
 
         try:

@@ -109,8 +109,10 @@ def test_hostile_feedback_is_422_with_reason(srv: Server, body: bytes, reason: s
 @pytest.mark.parametrize("method", ["TRACE", "PUT", "DELETE", "PATCH", "POST"])
 @pytest.mark.parametrize("path", ["/metrics", "/metrics/", "/v1/status", "/healthz", "/v1/models"])
 def test_methods_outside_the_contract_are_405(srv: Server, method: str, path: str) -> None:
+    before = srv.value("regulator_requests_rejected_total", reason="no_route")
     r = srv.client.request(method, path, headers=AUTH)
     assert r.status_code == 405, (method, path, r.status_code)
+    assert srv.value("regulator_requests_rejected_total", reason="no_route") == before + 1
 
 
 def test_get_on_post_routes_is_405(srv: Server) -> None:
