@@ -59,6 +59,16 @@ SNAPSHOT_EVERY_S = 10.0  # monitor snapshots in the event log, for `regulator re
 LABEL_LOOKBACK_S = 2.0  # labels this long before a drift alarm count as post-shift
 
 
+HISTORY_KEPT = 1000  # recalibrations and detections a daemon keeps in memory
+
+
+def _bound(history: list[Any], keep_all: bool) -> None:
+    """Keep a daemon's in-memory history bounded over months (the event log has it
+    all); a replay keeps everything for its report."""
+    if not keep_all and len(history) > 2 * HISTORY_KEPT:
+        del history[:-HISTORY_KEPT]
+
+
 def repo_root() -> Path:
     """The folder holding ``regulator/`` and ``models/`` (a source checkout)."""
     return Path(__file__).resolve().parents[2]
@@ -421,6 +431,7 @@ class Runtime:
                 self._explain(sample_no)
                 det["explanation"] = self.explanation
                 self.detections.append(det)
+                _bound(self.detections, keep_all=self.inline_jobs)
                 self.state.events.append("detection", **det, statistic=serving.ood.statistic)
             self._last_alarm_sample = self.n_samples
         elif (
@@ -912,6 +923,7 @@ class Runtime:
     def _finish(self, res: RecalibrationResult, wall0: float) -> RecalibrationResult:
         res.seconds = time.perf_counter() - wall0
         self.results.append(res)
+        _bound(self.results, keep_all=self.inline_jobs)
         self.metrics.record_recalibration(res.trigger, res.outcome, res.seconds)
         learning_j = float(res.cost.get("learning_energy_j", 0.0))
         if learning_j > 0:
