@@ -140,18 +140,23 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from regulator.meta.card import gas_markdown, kshot_markdown
     from regulator.meta.evaluate import evaluate, evaluate_gas_drift
     from regulator.meta.model import ModelBundle
 
     bundle = ModelBundle.load(a.model)
+    progress = sys.stderr.isatty()
     if a.gas_drift is not None:
-        table = evaluate_gas_drift(bundle, a.gas_drift, k_per_class=a.shots[0], seed=a.seed)
+        table = evaluate_gas_drift(
+            bundle, a.gas_drift, k_per_class=a.shots[0], seed=a.seed, progress=progress
+        )
+        print(gas_markdown(table))
     else:
-        table = evaluate(bundle, ks=tuple(a.shots), n_tasks=a.tasks, seed=a.seed)
-    text = json.dumps(table, indent=1, default=float)
+        table = evaluate(bundle, ks=tuple(a.shots), n_tasks=a.tasks, seed=a.seed, progress=progress)
+        print(kshot_markdown(table))
     if a.out:
-        a.out.write_text(text)
-    print(text)
+        a.out.write_text(json.dumps(table, indent=1, default=float))
+        print(f"wrote {a.out}")
     return 0
 
 

@@ -8,6 +8,7 @@ and its writes and energy are counted. The serving bundle is never modified.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -220,7 +221,7 @@ class ReadoutProblem:
         self.y = y
 
     def outputs(self, params: Params, phi: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.network._effective("readout.weight", params["readout.weight"], self.chip, True)
+        w = self.network.effective_weight("readout.weight", params["readout.weight"], self.chip)
         feats = self.phi if phi is None else phi
         return feats @ w.t() + self.kernel.sum() * params["readout.bias"]
 
@@ -385,7 +386,16 @@ def adapt(
         kernel = li_kernel(new.cfg, out.last_spikes.shape[0])
         phi = readout_features(out.last_spikes, kernel)
         adapted = readout_from_prototypes(prototypes(phi, y, meta), meta, kernel.sum())
-        n_steps = 0
+        # Optional refinement: delta-rule steps on the support set from the written
+        # prototypes, where the shots disagree with the prior (event-driven with a
+        # threshold). ``refine_steps`` and ``refine_lr`` are chosen on simulated drift.
+        n_steps = int(steps if steps is not None else new.meta.get("refine_steps", 0))
+        if n_steps > 0:
+            problem = ReadoutProblem(new.network, chip, out, y, new.kind)
+            rate = {"log_lr": torch.tensor(math.log(float(new.meta.get("refine_lr", 0.1))))}
+            adapted, skipped = adapt_readout(
+                make_algorithm("fomaml"), problem, adapted, rate, n_steps, False, event_threshold
+            )
     elif scope == "readout":
         problem = ReadoutProblem(new.network, chip, out, y, new.kind)
         start = {

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy import stats
 from torch import nn
+from tqdm import tqdm
 
 from regulator.chip.network import ChipInstance, SpikingNetwork
 from regulator.errors import ConfigError, NotEnoughSamplesError
@@ -293,7 +294,8 @@ def evaluate(
         reps: dict[str, list[AdaptationReport]] = {n: [] for n in peers}
         if train_envs and train_seeds:
             per["meta_train_envs"] = []
-        for t in range(n_tasks):
+        bar = tqdm(range(n_tasks), desc=f"{k}-shot", disable=not progress, leave=False)
+        for t in bar:
             env = fam.environment_from_seed(HELDOUT_SEED_BASE + int(rng.integers(0, 2**30)))
             ep = fam.episode(env, int(k), n_query, rng)
             chip_seed = int(rng.integers(0, 2**31 - 1))
@@ -315,8 +317,6 @@ def evaluate(
                 chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
                 new, _ = adapt(bundle, tep.support_x, tep.support_y, chip)
                 per["meta_train_envs"].append(_query_metric(new, chip, tep.query_x, tep.query_y))
-            if progress and (t + 1) % 25 == 0:
-                log.info("K=%d: %d/%d tasks", k, t + 1, n_tasks)
         table[str(k)] = _summarise(per, reps, e_inf)
         n_shots = int(k) * (fam.n_outputs if fam.kind == "classification" else 1)
         n_source = skeptic.n_source if skeptic is not None else 0
@@ -485,7 +485,7 @@ def evaluate_gas_drift(
     e_inf = float(bundle.calibration.get("energy_per_inference_j", 0.0))
     rows: dict[str, Any] = {}
     means: dict[str, list[float]] = {}
-    for b in batches:
+    for b in tqdm(batches, desc="gas-drift batches", disable=not progress, leave=False):
         x, y = loaded[b]
         chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
         lf, lf_rep = recalibrate_label_free(bundle, x, chip)
@@ -538,8 +538,6 @@ def evaluate_gas_drift(
         rows[str(b)] = row
         for name, vals in per.items():
             means.setdefault(name, []).append(float(np.mean(vals)))
-        if progress:
-            log.info("batch %d done", b)
     return {
         "protocol": "train on batch 1 only; K labelled samples per gas from each later batch",
         "k_per_class": k_per_class,
