@@ -65,6 +65,8 @@ class TrainConfig(BaseModel):
     normalisation: Literal["standard", "robust", "feature", "none"] = "robust"
     episode_normalisation: bool = False
     k_shots: tuple[int, ...] | None = None
+    refine_steps: int = Field(0, ge=0, le=10_000)
+    refine_lr: float = Field(0.1, gt=0)
     signed_log: bool = False
     iterations: int = Field(300, ge=0)
     meta_batch: int = Field(8, gt=0)
@@ -160,6 +162,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
             else cfg.inner_steps,
             "inner_lr": cfg.inner_lr,
             "episode_normalisation": cfg.episode_normalisation,
+            "refine_steps": cfg.refine_steps,
+            "refine_lr": cfg.refine_lr,
         },
         # (scope "input": gains and offsets per input channel, folded into layer 0)
         meta_tensors=meta,
