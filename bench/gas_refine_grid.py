@@ -48,7 +48,8 @@ def main() -> int:
                 sup, rest = _draw(y, 5, rng)
                 cand = prior.clone()
                 cand.meta["refine_steps"], cand.meta["refine_lr"] = steps, lr
-                chip = ChipInstance.create(prior.profile, prior.cfg, int(rng.integers(0, 2**31 - 1)))
+                chip_seed = int(rng.integers(0, 2**31 - 1))
+                chip = ChipInstance.create(prior.profile, prior.cfg, chip_seed)
                 new, _ = adapt(cand, x[sup], y[sup], chip)
                 scores.append(_query_metric(new, chip, x[rest], y[rest]))
             acc[(steps, lr)][b] = float(np.mean(scores))
