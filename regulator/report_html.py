@@ -219,7 +219,7 @@ def _drift(run: Run) -> dict[str, Any] | None:
     explained = [d for d in run.detections if isinstance(d.get("explanation"), dict)]
     if not explained:
         return None
-    data = []
+    data: list[dict[str, Any]] = []
     for k, d in enumerate(explained):
         ex = d["explanation"]
         chans = [c for c in ex.get("channels") or [] if _num(c.get("ood_share")) is not None]

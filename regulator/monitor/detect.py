@@ -74,6 +74,11 @@ class ChangeDetector(Monitor):
 
     @property
     @abstractmethod
+    def threshold(self) -> float:
+        """The value of :attr:`statistic` at which an alarm is raised."""
+
+    @property
+    @abstractmethod
     def n_alarms(self) -> int:
         """Alarms raised since construction or ``reset()``."""
 
