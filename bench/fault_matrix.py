@@ -107,28 +107,45 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=30)
     ap.add_argument("--prior", type=Path, default=REPO / "models" / "nanosensor")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--parts",
+        default="kills,damaged,disk,flood",
+        help="comma-separated parts to (re)run; the others are kept from the last results",
+    )
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     root = Path(tempfile.mkdtemp(prefix="fault-matrix-"))
     t0 = time.monotonic()
     say = lambda s: print(s, flush=True)  # noqa: E731
-    result: dict[str, Any] = {
-        "command": f"python bench/fault_matrix.py --kills {a.kills} --seed {a.seed}",
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
-        "prior": str(a.prior.relative_to(REPO) if a.prior.is_relative_to(REPO) else a.prior),
-    }
-    result["kills"] = kill_cycles(a.prior, root / "kills", a.kills, a.seed, say)
-    result["damaged"] = damaged_starts(a.prior, root / "damaged", say)
+    old = OUT / "fault_matrix.json"
+    result: dict[str, Any] = (
+        json.loads(old.read_text()) if parts != {"kills", "damaged", "disk", "flood"} else {}
+    )
+    result.update(
+        {
+            "command": f"python bench/fault_matrix.py --kills {a.kills} --seed {a.seed}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+            "prior": str(a.prior.relative_to(REPO) if a.prior.is_relative_to(REPO) else a.prior),
+        }
+    )
+    if "kills" in parts:
+        result["kills"] = kill_cycles(a.prior, root / "kills", a.kills, a.seed, say)
+    if "damaged" in parts:
+        result["damaged"] = damaged_starts(a.prior, root / "damaged", say)
     disk = root / "disk" / "mnt"
-    if os.geteuid() == 0 and _tmpfs(disk, "8m"):
+    if "disk" not in parts:
+        pass
+    elif os.geteuid() == 0 and _tmpfs(disk, "8m"):
         try:
             result["full_disk"] = full_disk_run(a.prior, disk, say)
         finally:
             subprocess.run(["umount", "-l", str(disk)], check=False)
     else:
         result["full_disk"] = None
-    (root / "flood").mkdir()
-    result["flood_and_stall"] = flood_and_stall(a.prior, root / "flood")
-    result["seconds"] = time.monotonic() - t0
+    if "flood" in parts:
+        (root / "flood").mkdir()
+        result["flood_and_stall"] = flood_and_stall(a.prior, root / "flood")
+    result["seconds"] = result.get("seconds", 0) + time.monotonic() - t0
     OUT.mkdir(exist_ok=True)
     (OUT / "fault_matrix.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     text = _md(result)

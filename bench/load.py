@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -43,32 +44,54 @@ OUT = Path(__file__).parent / "results"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class Pusher(threading.Thread):
+def _push(
+    url: str, x: np.ndarray, rate_hz: float | None, stop: Any, sent: Any, refused: Any
+) -> None:
+    """The sensor: its own process, so the clients' threads do not slow its pushes."""
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as c:
+        i = 0
+        t_next = time.monotonic()
+        while not stop.is_set():
+            r = c.post("/v1/samples", json={"samples": [{"x": x[i % len(x)].tolist()}]})
+            with sent.get_lock():
+                sent.value += 1
+            if r.status_code != 200 or r.json().get("rejected"):
+                with refused.get_lock():
+                    refused.value += 1
+            i += 1
+            if rate_hz:
+                t_next += 1.0 / rate_hz
+                time.sleep(max(0.0, t_next - time.monotonic()))
+
+
+class Pusher:
     def __init__(self, url: str, x: np.ndarray, rate_hz: float | None) -> None:
-        super().__init__(daemon=True)
-        self.url, self.x, self.rate_hz = url, x, rate_hz
-        self.stop = threading.Event()
-        self.refused = 0
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self.sent = ctx.Value("q", 0)
+        self.refused_v = ctx.Value("q", 0)
+        self.proc = ctx.Process(
+            target=_push, args=(url, x, rate_hz, self.stop, self.sent, self.refused_v),
+            daemon=True,
+        )  # fmt: skip
 
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, headers=AUTH, timeout=30) as c:
-            i = 0
-            t_next = time.monotonic()
-            while not self.stop.is_set():
-                body = {"samples": [{"x": self.x[i % len(self.x)].tolist()}]}
-                r = c.post("/v1/samples", json=body)
-                if r.status_code != 200 or r.json().get("rejected"):
-                    self.refused += 1
-                i += 1
-                if self.rate_hz:
-                    t_next += 1.0 / self.rate_hz
-                    time.sleep(max(0.0, t_next - time.monotonic()))
+    def start(self) -> None:
+        self.proc.start()
+
+    def join(self, timeout: float) -> None:
+        self.proc.join(timeout)
+
+    @property
+    def refused(self) -> int:
+        return int(self.refused_v.value)
 
 
-def _served_rate(d: DaemonProcess, seconds: float) -> float:
-    n0, t0 = d.metric("regulator_samples_total"), time.monotonic()
+def _served_rate(d: DaemonProcess, seconds: float, pusher: Pusher) -> tuple[float, float]:
+    """(served, offered) samples per second over ``seconds``."""
+    n0, s0, t0 = d.metric("regulator_samples_total"), pusher.sent.value, time.monotonic()
     time.sleep(seconds)
-    return (d.metric("regulator_samples_total") - n0) / (time.monotonic() - t0)
+    dt = time.monotonic() - t0
+    return (d.metric("regulator_samples_total") - n0) / dt, (pusher.sent.value - s0) / dt
 
 
 def _clients(url: str, x: np.ndarray, n: int, seconds: float) -> dict[str, Any]:
@@ -116,18 +139,19 @@ def one_run(d: DaemonProcess, x: np.ndarray, mode: str, a: argparse.Namespace) -
     pusher = Pusher(d.url, x, 100.0 if mode == "paced" else None)
     pusher.start()
     try:
-        time.sleep(2)  # settle
-        idle = _served_rate(d, a.seconds)
+        time.sleep(4)  # settle (the pusher process starts)
+        idle, idle_offered = _served_rate(d, a.seconds, pusher)
         out: dict[str, Any] = {}
         t = threading.Thread(target=lambda: out.update(_clients(d.url, x, a.clients, a.seconds)))
         t.start()
         time.sleep(1)  # clients ramp up
-        loaded = _served_rate(d, a.seconds - 2)
+        loaded, loaded_offered = _served_rate(d, a.seconds - 2, pusher)
         t.join()
     finally:
         pusher.stop.set()
         pusher.join(30)
     return {"idle_samples_per_s": idle, "loaded_samples_per_s": loaded,
+            "idle_offered_per_s": idle_offered, "loaded_offered_per_s": loaded_offered,
             "ratio": loaded / idle if idle else float("nan"), "pusher_refused": pusher.refused,
             **out}  # fmt: skip
 
@@ -167,6 +191,8 @@ def main() -> int:
             "ratio_median": statistics.median(ratios),
             "ratio_range": [min(ratios), max(ratios)],
             "idle_median": statistics.median(r["idle_samples_per_s"] for r in rs),
+            "idle_offered_median": statistics.median(r["idle_offered_per_s"] for r in rs),
+            "loaded_offered_median": statistics.median(r["loaded_offered_per_s"] for r in rs),
             "loaded_median": statistics.median(r["loaded_samples_per_s"] for r in rs),
             "requests_per_s_median": statistics.median(r["requests_per_s"] for r in rs),
             "errors": sum(r["errors"] for r in rs),
@@ -195,15 +221,16 @@ def main() -> int:
         f"Command: `{result['command']}`; {result['machine']}; loopback only.",
         f"Server errors over all runs: {server_errors:.0f}.",
         "",
-        "| stream | served/s idle | served/s under load | ratio, median [range] | "
-        "requests/s | errors | p50 / p99 ms: /metrics | /v1/status | /v1/samples |",
+        "| stream | served/s idle (offered) | served/s under load (offered) | ratio, median "
+        "[range] | requests/s | errors | p50 / p99 ms: /metrics | /v1/status | /v1/samples |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, s in summary.items():
         p50, p99 = s["p50_ms_median"], s["p99_ms_median"]
         cells = " | ".join(f"{p50[r]:.1f} / {p99[r]:.1f}" for r in sorted(p50))
         lines.append(
-            f"| {mode} | {s['idle_median']:.1f} | {s['loaded_median']:.1f} | "
+            f"| {mode} | {s['idle_median']:.1f} ({s['idle_offered_median']:.1f}) | "
+            f"{s['loaded_median']:.1f} ({s['loaded_offered_median']:.1f}) | "
             f"{s['ratio_median']:.2f} [{s['ratio_range'][0]:.2f}, {s['ratio_range'][1]:.2f}] | "
             f"{s['requests_per_s_median']:.0f} | {s['errors']} | {cells} |"
         )

@@ -286,3 +286,97 @@ def damaged_starts(prior: Path, root: Path, say: Callable[[str], None] = print) 
         say(f"damaged start: {row}")
         out.append(row)
     return out
+
+
+# -- a full disk, a flooded and a stalled source -----------------------------------------------
+
+
+def full_disk_run(prior: Path, disk: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """On a mounted size-limited file system ``disk``: fill it while labels stream in and
+    recalibrations are asked for, keep it full a while, free it; then restart on it full."""
+    import os
+
+    state = disk / "state"
+    cfg = write_policy(disk.parent / "full-policy.yaml",
+                       busy_policy(prior, storage={"reserve_bytes": 512 * 1024}))  # fmt: skip
+    x, y = nanosensor(200)
+    d = DaemonProcess(cfg, state, disk.parent / "full-daemon.log").start()
+    d.wait_ready(120)
+    out: dict[str, Any] = {}
+    with Feeder(d, "f", x, y) as feeder:
+        time.sleep(3)
+        st = os.statvfs(disk)
+        filler = disk / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 128 * 1024))
+        n0 = d.metric("regulator_samples_total")
+        acked0 = len(feeder.acked)
+        d.post("/v1/recalibrate", {"reason": "full disk"})
+        time.sleep(8)
+        out["samples_served_while_full"] = d.metric("regulator_samples_total") - n0
+        out["labels_acknowledged_while_full"] = len(feeder.acked) - acked0
+        out["label_writes_refused"] = d.metric("regulator_storage_refused_total", what="label")
+        out["writes_refused_by_kind"] = {
+            k: d.metric("regulator_storage_refused_total", what=k)
+            for k in ("label", "event", "version", "monitors")
+        }
+        status = d.client.get("/v1/status").json()
+        out["status_said_full"] = status["storage"]["full"]
+        out["ready_while_full"] = d.client.get("/readyz").status_code == 200
+        filler.unlink()
+        acked1 = len(feeder.acked)
+        time.sleep(4)
+        out["labels_acknowledged_after_space_returned"] = len(feeder.acked) - acked1
+        out["recovered_without_restart"] = out["labels_acknowledged_after_space_returned"] > 0
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            st = os.statvfs(disk)
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 64 * 1024))
+    acked = set(feeder.acked)
+    d.kill()
+    d.close()
+    d2 = DaemonProcess(cfg, state, disk.parent / "full-daemon2.log").start()
+    t0 = time.monotonic()
+    try:
+        d2.wait_ready(120)
+        out["restart_on_full_disk_ready_s"] = round(time.monotonic() - t0, 2)
+    except AssertionError as exc:
+        out["restart_on_full_disk_ready_s"] = None
+        out["restart_error"] = str(exc)[-300:]
+    finally:
+        d2.close()
+    filler.unlink()
+    out["labels_acknowledged"] = len(acked)
+    out["labels_lost"] = len(acked - label_ids(state))
+    out["versions_corrupted"] = len(corrupted_versions(state))
+    say(f"full disk: {out}")
+    return out
+
+
+def flood_and_stall(prior: Path, root: Path) -> dict[str, Any]:
+    """An http source pushed 20,000 samples (200 requests of 100) as fast as one client
+    can, then nothing for 35 s (longer than /healthz's 30 s window): still healthy,
+    what the queue cannot hold refused and counted."""
+    cfg = write_policy(root / "http-policy.yaml",
+                       policy_dict(prior, source={"kind": "http", "queue_size": 256}))  # fmt: skip
+    d = DaemonProcess(cfg, root / "http-state", root / "http-daemon.log").start()
+    d.wait_ready(120)
+    x, _ = nanosensor(100)
+    body = {"samples": [{"x": x[i].tolist()} for i in range(100)]}
+    codes: Counter[int] = Counter()
+    accepted = 0
+    try:
+        for _ in range(200):
+            r = d.post("/v1/samples", body, timeout=60)
+            codes[r.status_code] += 1
+            if r.status_code == 200:
+                accepted += r.json()["accepted"]
+        refused = d.metric("regulator_samples_rejected_total", reason="queue_full")
+        time.sleep(35)
+        healthy = d.client.get("/healthz").status_code == 200
+        ready = d.client.get("/readyz").status_code == 200
+        served = d.metric("regulator_samples_total")
+    finally:
+        d.close()
+    return {"pushed": 20_000, "accepted": accepted, "refused_queue_full": refused,
+            "codes": dict(codes), "served": served, "healthy_after_35s_stall": healthy,
+            "ready_after_stall": ready}  # fmt: skip
