@@ -3,6 +3,7 @@ at ``regulator/client.py``; it is tested here, beside the daemon fixtures)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,12 @@ from tests.service.conftest import (
 @pytest.fixture(scope="module")
 def daemon(tiny_prior: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     root = tmp_path_factory.mktemp("client-daemon")
-    cfg = write_policy(
-        root / "policy.yaml", policy_dict(tiny_prior, source={"kind": "http", "queue_size": 64})
+    policy = policy_dict(
+        tiny_prior,
+        source={"kind": "http", "queue_size": 64},
+        logging={"level": "INFO", "format": "text"},  # the daemon's text log, checked below
     )
+    cfg = write_policy(root / "policy.yaml", policy)
     d = DaemonProcess(cfg, root / "state", root / "daemon.log")
     try:
         d.start().wait_ready()
@@ -119,3 +123,12 @@ def test_errors_are_typed(daemon: DaemonProcess, monkeypatch: Any) -> None:
         with pytest.raises(DaemonUnreachableError) as down:
             c.status()
         assert isinstance(down.value, ConnectionError)
+
+
+def test_the_daemon_logs_text_lines_when_asked(daemon: DaemonProcess) -> None:
+    lines = [line for line in daemon.log_tail(100_000).splitlines() if line.strip()]
+    ours = [line for line in lines if re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z [A-Z]+ \S+ \[", line)]
+    assert any(" uvicorn.error [dev-test] " in line for line in ours)  # uvicorn's too
+    assert any(" regulator.service.daemon [dev-test] " in line for line in ours)
+    assert not any(line.lstrip().startswith("{") for line in lines)  # no JSON
+    assert "\x1b" not in daemon.log_tail(100_000)  # no colour escapes
