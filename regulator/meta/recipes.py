@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from regulator import atomic
-from regulator.errors import UnknownNameError
+from regulator.errors import ConfigError, UnknownNameError
 from regulator.meta.card import gas_markdown, kshot_markdown, render_card
 from regulator.meta.evaluate import evaluate, evaluate_gas_drift, family_for, train_joint
 from regulator.meta.model import ModelBundle
@@ -189,11 +189,16 @@ def run_recipe(
     results_dir: str | Path | None = None,
     progress: bool = True,
     eval_tasks: int = EVAL_TASKS,
+    trained: ModelBundle | None = None,
+    joint_peer: bool = True,
 ) -> tuple[ModelBundle, dict[str, Any]]:
     """Train, evaluate and write the prior ``name`` to ``out_dir`` (a model folder).
 
     Results go to ``results_dir`` (default ``bench/results`` of the repository) as
     ``meta_<name>.json`` and ``.md``. Resumes from the checkpoint beside ``out_dir``.
+    ``trained`` skips training: a bundle already trained with this recipe's
+    configuration (its ``meta.train_config`` must match) is evaluated and written.
+    ``joint_peer`` trains the jointly trained spiking peer with the prior's budget.
     """
     if name not in RECIPES:
         raise UnknownNameError("training recipe", name, RECIPES)
@@ -203,22 +208,32 @@ def run_recipe(
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     results: dict[str, Any] = {"recipe": name, "config": cfg.model_dump(mode="json")}
     with contextlib.chdir(REPO):  # relative data paths are relative to the repository
-        bundle, tr = train_prior(cfg, out, progress=progress)
+        if trained is None:
+            bundle, tr = train_prior(cfg, out, progress=progress)
+            history = tr.history or []
+        else:
+            bundle, history = trained, []
+            if TrainConfig.model_validate(bundle.meta.get("train_config", {})) != cfg:
+                raise ConfigError(f"the bundle was not trained with recipe {name!r}")
         fam = family_for(bundle, REPO)
         if cfg.family == "file":
             bundle.meta["data"] = {"path": GAS_DATA, "sha256": sha256_file(REPO / GAS_DATA)}
         results["train_history_tail"] = [
-            {k: v for k, v in h.items() if k != "env_seeds"} for h in (tr.history or [])[-5:]
+            {k: v for k, v in h.items() if k != "env_seeds"} for h in history[-5:]
         ]
         batch = cfg.meta_batch * (cfg.k_shot * fam.n_outputs + cfg.n_query)
         # The joint peer gets the prior's whole step budget (pretraining + meta-training).
-        joint = train_joint(
-            bundle,
-            fam,
-            steps=cfg.pretrain_steps + cfg.iterations,
-            batch=batch,
-            lr=cfg.outer_lr,
-            seed=cfg.seed,
+        joint = (
+            train_joint(
+                bundle,
+                fam,
+                steps=cfg.pretrain_steps + cfg.iterations,
+                batch=batch,
+                lr=cfg.outer_lr,
+                seed=cfg.seed,
+            )
+            if joint_peer
+            else None
         )
         plast = None
         if name in PLASTICITY_ITERATIONS:
