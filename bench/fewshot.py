@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -83,6 +84,8 @@ def run_nanosensor(runs: int, tasks: int) -> dict[str, Any]:
 
 
 def run_gas(runs: int, draws: int) -> dict[str, Any]:
+    if not (REPO / "models" / "gas-drift").is_dir() or os.environ.get("FEWSHOT_SKIP_GAS"):
+        return {}
     bundle = ModelBundle.load(REPO / "models" / "gas-drift")
     per_run = []
     for r in range(runs):
@@ -114,6 +117,8 @@ def _rng(s: dict[str, float], scale: float = 100.0) -> str:
 
 def markdown(res: dict[str, Any], command: str) -> str:
     nano, gas = res["nanosensor"], res["gas_drift"]
+    if not gas:
+        gas = {"table": {}, "energy_per_inference_j": float("nan")}
     lines = [
         "# Few-shot adaptation against the skeptic's peers",
         "",
@@ -175,6 +180,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=40)
     ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument(
+        "--resume-nanosensor",
+        type=Path,
+        help="take the nanosensor half from an earlier fewshot.json (same --runs/--tasks)",
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -183,7 +193,9 @@ def main() -> int:
         "tasks": a.tasks,
         "draws": a.draws,
         "machine": f"{platform.machine()}, torch {torch.__version__} (1 thread)",
-        "nanosensor": run_nanosensor(a.runs, a.tasks),
+        "nanosensor": json.loads(a.resume_nanosensor.read_text())["nanosensor"]
+        if a.resume_nanosensor
+        else run_nanosensor(a.runs, a.tasks),
         "gas_drift": run_gas(a.runs, a.draws),
     }
     res["seconds"] = time.perf_counter() - t0
