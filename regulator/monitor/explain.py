@@ -124,8 +124,8 @@ def explain_channels(
 ) -> list[ChannelDrift]:
     """Rank input groups of the window ``x [W, C, L]`` (raw) and ``z`` (normalised).
 
-    ``centre [C]`` is the raw in-distribution centre that occlusion puts back; ``score``
-    maps raw inputs ``[n, C, L]`` to OOD scores. Without either, shares are None and
+    ``centre [C]`` or ``[C, L]`` is the raw in-distribution centre that occlusion puts
+    back; ``score`` maps raw inputs ``[n, C, L]`` to OOD scores. Without either, shares are None and
     the ranking is by ``|shift|``. One call of ``score`` on ``len(groups) + 1`` windows.
     """
     if x.ndim != 3 or z.shape != x.shape:
@@ -135,8 +135,12 @@ def explain_channels(
     if centre is not None and score is not None:
         w = len(x)
         batch = np.repeat(x[None], len(groups) + 1, axis=0)  # [G+1, W, C, L]; 0 = as is
+        # A per-channel centre [C] holds for every time point; a per-feature one
+        # [C, L] (normalisation "feature") has its own value at each.
+        c = np.asarray(centre)
+        c = c[:, None] if c.ndim == 1 else c
         for k, g in enumerate(groups, start=1):
-            batch[k][:, list(g.channels), :] = np.asarray(centre)[list(g.channels), None]
+            batch[k][:, list(g.channels), :] = c[list(g.channels)]
         s = np.asarray(score(batch.reshape(-1, *x.shape[1:])), dtype=np.float64)
         means = s.reshape(len(groups) + 1, w).mean(axis=1)
         drops = np.maximum(means[0] - means[1:], 0.0)
