@@ -223,3 +223,133 @@ def test_open_serving_quarantines_and_never_reuses_a_number(tmp_path: Path, prio
     assert [p["what"] for p in reg.problems] == ["v000002"]
     assert len(list((tmp_path / "registry" / "quarantine").iterdir())) == 1
     assert reg.add(_model(tmp_path / "m3", b"w3"), parent=None, trigger="t") == "v000003"
+
+
+# -- kill -9 inside a registry write, at each named point ------------------------------------
+
+_AT_POINT = r"""
+import sys
+from pathlib import Path
+from regulator import modelfolder
+from regulator.registry import Registry
+root, prior, work = map(Path, sys.argv[1:4])
+reg = Registry(root)
+if sys.argv[4] == "damaged":  # a damaged served version: opening quarantines it
+    reg.open_serving(prior, lambda v: v)
+    raise SystemExit(0)
+reg.bootstrap(prior)
+for i in range(1, 7):
+    src = work / f"c{i}"
+    src.mkdir()
+    (src / "weights.safetensors").write_bytes(b"x" * 100_000 + str(i).encode())
+    modelfolder.write_manifest(src)
+    reg.promote(reg.add(src, reg.current(), "drift"))
+    if i % 3 == 0:
+        reg.rollback()
+    reg.prune(keep_last=2, keep_served=2)
+"""
+
+_POINT_CASES = [
+    ("add.start@2", "kill"),
+    ("add.start@2", "kill+0.002"),  # lands inside the copy of the model files
+    ("add.copied@2", "kill"),
+    ("add.staged@3", "kill"),
+    ("add.renamed@2", "kill"),
+    ("commit.before@3", "kill"),
+    ("commit.written@2", "kill"),
+    ("sync.lineage@1", "kill"),
+    ("prune.renamed@1", "kill"),
+    ("prune.deleted@1", "kill"),
+    ("quarantine.moved@1", "kill"),
+]
+
+
+def _consistent(root: Path, prior: Path, damaged: bool) -> Registry:
+    """Reopen after the kill as the daemon does: nothing half-written, nothing that
+    looks damaged (unless it was), every version sound, lineage status mirrors the
+    pointer, the served one verifies, and the registry still takes writes."""
+    reg = Registry(root)
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+    cur = reg.open_serving(prior, lambda v: v)
+    assert reg.current() == cur
+    assert bool(reg.problems) == damaged, reg.problems
+    for info in reg.versions():
+        reg.verify(info.version)
+        lineage = json.loads((reg.path(info.version) / "lineage.json").read_text())
+        assert lineage["version"] == info.version and lineage["status"] == info.status
+    reg.verify(cur)
+    v = reg.add(prior, cur, "manual")
+    reg.promote(v)
+    assert reg.current() == v
+    return reg
+
+
+@pytest.mark.parametrize(("point", "action"), _POINT_CASES)
+def test_kill_9_at_a_named_point_of_a_write(
+    tmp_path: Path, prior: Path, point: str, action: str
+) -> None:
+    root, work = tmp_path / "reg", tmp_path / "work"
+    work.mkdir()
+    mode = "writes"
+    if point.startswith("quarantine"):
+        reg = Registry(root)
+        reg.bootstrap(prior)
+        reg.promote(reg.add(_model(tmp_path / "c", b"c"), "v000001", "drift"))
+        (root / "v000002" / "weights.safetensors").write_bytes(b"rot")
+        mode = "damaged"
+    proc = subprocess.run(
+        [sys.executable, "-c", _AT_POINT, str(root), str(prior), str(work), mode],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "REGULATOR_REGISTRY_FAULT":
+             f"{point}:{action}"},
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert f"registry fault point {point.split('@')[0]} reached" in proc.stderr.decode()
+    reg = _consistent(root, prior, damaged=mode == "damaged")
+    if mode == "damaged":  # the kill came after the move: the damaged one stays out
+        assert "v000002" not in [i.version for i in reg.versions()]
+        assert reg.add(prior, None, "t") == "v000004"  # its number is never given again
+
+
+def test_fault_point_names_and_actions_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from regulator.registry import faultpoint
+
+    monkeypatch.setenv(faultpoint.ENV, "add.nowhere:kill")
+    with pytest.raises(ValueError, match=r"unknown point 'add.nowhere' \(one of add.start"):
+        faultpoint.reached("add.start")
+    monkeypatch.setenv(faultpoint.ENV, "add.start:explode")
+    with pytest.raises(ValueError, match="unknown action 'explode'"):
+        faultpoint.reached("add.start")
+    monkeypatch.setenv(faultpoint.ENV, "add.copied:kill")
+    faultpoint.reached("add.start")  # another point: nothing happens
+
+
+# -- the wall clock jumping --------------------------------------------------------------------
+
+
+def test_wall_clock_jumps_change_no_decision(tmp_path: Path, prior: Path) -> None:
+    """created_at is only a stamp: numbers, rollback, retention and quarantine go by
+    version number, whichever way the clock jumps (forward a year, back two)."""
+    times = iter([1.0e9, 1.0e9 + 3.2e7, 1.0e9 - 3.2e7, 1.0e9 - 6.4e7, 5.0])
+    reg = Registry(tmp_path / "reg", clock=lambda: next(times))
+    reg.bootstrap(prior)
+    for i in range(2, 6):
+        reg.promote(reg.add(_model(tmp_path / f"c{i}", f"c{i}".encode()), reg.current(), "t"))
+    stamps = [i.created_at for i in reg.versions()]
+    assert [i.version for i in reg.versions()] == [f"v00000{i}" for i in range(1, 6)]
+    assert stamps != sorted(stamps)  # the clock did jump back
+    assert reg.rollback() == "v000004"
+    assert reg.prune(keep_last=2, keep_served=1) == ["v000002", "v000003"]
+    # two quarantines within one clock tick (or onto an earlier stamp) keep both
+    for v in ("v000004", "v000005"):
+        (tmp_path / "reg" / v / "weights.safetensors").write_bytes(b"rot")
+    import regulator.registry.quarantine as q
+
+    frozen = q.time.time_ns
+    q.time.time_ns = lambda: 42  # type: ignore[assignment]
+    try:
+        reg2 = Registry(tmp_path / "reg")
+        assert reg2.open_serving(prior, lambda v: v) == "v000001"
+    finally:
+        q.time.time_ns = frozen  # type: ignore[assignment]
+    assert len(list((tmp_path / "reg" / "quarantine").iterdir())) == 2
