@@ -12,6 +12,8 @@ state precision, mismatch, noise, lost events, stuck synapses and drift; the
 from __future__ import annotations
 
 import itertools
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +21,7 @@ from norse.torch.functional.threshold import threshold as norse_threshold
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from regulator.chip.dynamics import LIFParams, li_kernel, li_mean, lif_sequence_
 from regulator.chip.profiles import ChipProfile, load_profile
 from regulator.chip.quant import quantise_state, quantise_weight, weight_levels, weight_step
 from regulator.chip.telemetry import Telemetry
@@ -150,6 +153,7 @@ class SpikingNetwork(nn.Module):
     def __init__(self, cfg: NetworkConfig, init_seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
+        self._cache = _ProgrammedWeights()
         g = torch.Generator().manual_seed(init_seed)
         sizes = [cfg.n_inputs, *cfg.hidden]
         self.layers = nn.ModuleList()
@@ -179,6 +183,12 @@ class SpikingNetwork(nn.Module):
     ) -> torch.Tensor:
         if chip is None:
             return w
+        return _read_noise(self._programmed(name, w, chip, ste), chip)
+
+    def _programmed(
+        self, name: str, w: torch.Tensor, chip: ChipInstance, ste: bool
+    ) -> torch.Tensor:
+        """``w`` as programmed on ``chip``: quantised, stuck devices, mismatch, drift."""
         p = chip.profile
         scale_top = None
         if p.weight_bits is not None:
@@ -192,10 +202,6 @@ class SpikingNetwork(nn.Module):
             w = w * chip.weight_gain[name]
         if p.drift_nu > 0 and chip.age_s > 0:
             w = w * (1.0 + chip.age_s / p.drift_t0_s) ** (-chip.drift_nu[name])
-        if p.noise_weight_sigma > 0:
-            top = w.detach().abs().max()
-            noise = torch.randn(w.shape, generator=chip.generator) * (p.noise_weight_sigma * top)
-            w = w + noise
         return w
 
     def effective_weight(
@@ -243,14 +249,77 @@ class SpikingNetwork(nn.Module):
             raise InputError("input holds NaN or infinite values")
         if n_steps is not None and n_steps < x.shape[0]:
             x = x[:n_steps]  # low-power mode: fewer time steps
+        if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+            return self.forward_stepwise(x, chip, input_is_spikes)
+        return self._forward_inference(x, chip, input_is_spikes)
+
+    def _rates(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Norse's per-step factors ``dt * tau_mem_inv`` and ``-dt * tau_syn_inv``."""
+        cfg = self.cfg
+        a_mem = cfg.dt_s * torch.as_tensor(cfg.tau_mem_inv, dtype=dtype)
+        neg_b_syn = -cfg.dt_s * torch.as_tensor(cfg.tau_syn_inv, dtype=dtype)
+        return a_mem, neg_b_syn
+
+    def _forward_inference(
+        self, x: torch.Tensor, chip: ChipInstance | None, input_is_spikes: bool
+    ) -> NetOutput:
+        """The exact forward without autograd: the reference's values, fused per layer
+        (:mod:`regulator.chip.dynamics`), weights programmed once per weight change."""
+        cfg = self.cfg
+        profile = chip.profile if chip is not None else None
+        t_steps = x.shape[0]
+        a_mem, neg_b_syn = (float(r) for r in self._rates(x.dtype))
+        p_fail = profile.transmission_failure_p if profile is not None else 0.0
+        sigma_v = profile.noise_membrane_sigma if profile is not None else 0.0
+        generator = chip.generator if chip is not None else None
+        weights = self._chip_weights(chip)
+        tally = _Tally()
+        s = x
+        spiking_in = input_is_spikes
+        binary_in = False
+        for li in range(len(self.layers)):
+            w = weights[f"layers.{li}.weight"]
+            cur = tally.synaptic_input(
+                s, w, self._linear(li).bias, spiking_in, p_fail, chip, binary_in
+            )
+            params = LIFParams(
+                a_mem=a_mem,
+                neg_b_syn=neg_b_syn,
+                v_th=cfg.v_th * (chip.threshold_scale[li] if chip is not None else 1.0),
+                state_bits=profile.state_bits if profile is not None else None,
+                state_range=profile.state_range if profile is not None else 1.0,
+            )
+            w_rec = weights.get(f"recurrent.{li}")
+            s, _ = lif_sequence_(cur, params, w_rec, sigma_v, generator)
+            spiking_in = binary_in = True
+            tally.layer_spikes(s, w_rec)
+        cur = tally.synaptic_input(
+            s, weights["readout.weight"], self.readout.bias, True, p_fail, chip, True
+        )
+        outputs = li_mean(cur, li_kernel(t_steps, a_mem, neg_b_syn, x.dtype))
+        return NetOutput(outputs, tally.counts(), self._telemetry(x, weights, tally), s)
+
+    def _chip_weights(self, chip: ChipInstance | None) -> dict[str, torch.Tensor]:
+        """Every weight as ``chip`` applies it in this forward: programmed (cached until
+        the weight, the chip or its age changes) plus this read's noise."""
+        ws = self._weights()
+        if chip is None:
+            return ws
+        return {n: _read_noise(self._cache.get(self, n, w, chip), chip) for n, w in ws.items()}
+
+    def forward_stepwise(
+        self, x: torch.Tensor, chip: ChipInstance | None, input_is_spikes: bool
+    ) -> NetOutput:
+        """The forward step by step on checked input ``x`` (``[T, B, n_inputs]``): the
+        definition. With autograd it is differentiable (straight-through quantisation,
+        SuperSpike surrogate) and :meth:`forward` runs it; without, :meth:`forward` runs a
+        fused path that gives the same spikes and telemetry, and readout outputs equal
+        up to float rounding (tests and ``bench/chip.py`` compare the two)."""
+        cfg = self.cfg
         grad = torch.is_grad_enabled()
         profile = chip.profile if chip is not None else None
         t_steps, batch = x.shape[0], x.shape[1]
-        dt = cfg.dt_s
-        mem = torch.as_tensor(cfg.tau_mem_inv, dtype=x.dtype)
-        syn = torch.as_tensor(cfg.tau_syn_inv, dtype=x.dtype)
-        a_mem = dt * mem  # Norse: dt * p.tau_mem_inv * ((v_leak - v) + i)
-        neg_b_syn = -dt * syn  # Norse: -dt * p.tau_syn_inv * i
+        a_mem, neg_b_syn = self._rates(x.dtype)  # Norse: dt * p.tau_mem_inv * (...)
         v_leak = torch.as_tensor(0.0, dtype=x.dtype)
         p_fail = profile.transmission_failure_p if profile is not None else 0.0
         sigma_v = profile.noise_membrane_sigma if profile is not None else 0.0
@@ -258,20 +327,12 @@ class SpikingNetwork(nn.Module):
         state_range = profile.state_range if profile is not None else 1.0
 
         weights = {n: self._effective(n, w, chip, grad) for n, w in self._weights().items()}
-        syn_ops = 0.0
-        dropped = 0.0
-        active = 0.0
-        spikes_per_layer: list[float] = []
-        counts: list[torch.Tensor] = []
+        tally = _Tally()
         s = x
         spiking_in = input_is_spikes
         for li in range(len(self.layers)):
             w = weights[f"layers.{li}.weight"]
-            cur, ops, drop = _synaptic_input(s, w, self._linear(li).bias, spiking_in, p_fail, chip)
-            syn_ops += ops
-            dropped += drop
-            with torch.no_grad():
-                active += float((cur != 0).sum())
+            cur = tally.synaptic_input(s, w, self._linear(li).bias, spiking_in, p_fail, chip)
             w_rec = weights.get(f"recurrent.{li}")
             v_th = cfg.v_th * (chip.threshold_scale[li] if chip is not None else 1.0)
             n = w.shape[0]
@@ -299,20 +360,11 @@ class SpikingNetwork(nn.Module):
                 zs.append(z)
             s = torch.stack(zs)
             spiking_in = True
-            with torch.no_grad():
-                c = s.sum(0)
-                counts.append(c)
-                spikes_per_layer.append(float(c.sum()))
-                if w_rec is not None:
-                    fan = (w_rec != 0).sum(0).to(x.dtype)
-                    syn_ops += float((s[:-1].sum((0, 1)) * fan).sum())
+            tally.layer_spikes(s, w_rec)
         # Leaky-integrator readout (Norse li_feed_forward_step), mean membrane over time.
-        w_out = weights["readout.weight"]
-        cur, ops, drop = _synaptic_input(s, w_out, self.readout.bias, True, p_fail, chip)
-        syn_ops += ops
-        dropped += drop
-        with torch.no_grad():
-            active += float((cur != 0).sum())
+        cur = tally.synaptic_input(
+            s, weights["readout.weight"], self.readout.bias, True, p_fail, chip
+        )
         v = torch.zeros(batch, cfg.n_outputs, dtype=x.dtype)
         i = torch.zeros_like(v)
         v_sum = torch.zeros_like(v)
@@ -322,24 +374,178 @@ class SpikingNetwork(nn.Module):
             i = i + neg_b_syn * i
             v_sum = v_sum + v
         outputs = v_sum / t_steps
+        return NetOutput(outputs, tally.counts(), self._telemetry(x, weights, tally), s)
 
+    def _telemetry(
+        self, x: torch.Tensor, weights: dict[str, torch.Tensor], tally: _Tally
+    ) -> Telemetry:
+        cfg = self.cfg
+        t_steps, batch = x.shape[0], x.shape[1]
         neurons = tuple(int(n) for n in cfg.hidden)
         total_neurons = sum(neurons) + cfg.n_outputs
         macs = _dense_macs(x, weights, cfg) * batch
-        telemetry = Telemetry(
+        return Telemetry(
             batch_size=batch,
             n_steps=t_steps,
             layer_names=tuple(f"hidden{k}" for k in range(len(neurons))),
             neurons_per_layer=neurons,
-            spikes_per_layer=tuple(spikes_per_layer),
-            synaptic_ops=syn_ops,
+            spikes_per_layer=tuple(tally.spikes_per_layer),
+            synaptic_ops=tally.syn_ops,
             neuron_updates=float(total_neurons * t_steps * batch),
-            active_neuron_updates=active,
-            spikes_routed=float(sum(spikes_per_layer)),
+            active_neuron_updates=tally.active,
+            spikes_routed=float(sum(tally.spikes_per_layer)),
             dense_macs=float(macs),
-            extra={"synaptic_events_dropped": dropped},
+            extra={"synaptic_events_dropped": tally.dropped},
         )
-        return NetOutput(outputs, torch.cat(counts, dim=1).detach(), telemetry, s)
+
+
+def _read_noise(w: torch.Tensor, chip: ChipInstance) -> torch.Tensor:
+    """``w`` plus this read's weight noise (a fresh draw from the chip's generator)."""
+    p = chip.profile
+    if p.noise_weight_sigma <= 0:
+        return w
+    top = w.detach().abs().max()
+    noise = torch.randn(w.shape, generator=chip.generator) * (p.noise_weight_sigma * top)
+    return w + noise
+
+
+class _ProgrammedWeights:
+    """Weights as programmed on recently used chips, so that inference does not
+    re-quantise them every forward. An entry holds while the weight tensor is the same
+    object at the same version (in-place writes bump it) on the same chip with the same
+    profile, per-synapse draws and age. Not copied or pickled: a copy starts empty."""
+
+    def __init__(self, max_chips: int = 8) -> None:
+        self._max = max_chips
+        self._chips: OrderedDict[int, tuple[weakref.ref[ChipInstance], dict[str, _Programmed]]]
+        self._chips = OrderedDict()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _ProgrammedWeights:
+        return _ProgrammedWeights(self._max)
+
+    def __reduce__(self) -> tuple[type[_ProgrammedWeights], tuple[int]]:
+        return (_ProgrammedWeights, (self._max,))
+
+    def get(
+        self, net: SpikingNetwork, name: str, w: torch.Tensor, chip: ChipInstance
+    ) -> torch.Tensor:
+        """``net._programmed(name, w, chip)`` without gradient, computed at most once."""
+        key = id(chip)
+        slot = self._chips.get(key)
+        if slot is None or slot[0]() is not chip:
+            slot = (weakref.ref(chip), {})
+            self._chips[key] = slot
+            while len(self._chips) > self._max:
+                self._chips.popitem(last=False)
+        self._chips.move_to_end(key)
+        entry = slot[1].get(name)
+        if entry is None or not entry.holds(name, w, chip):
+            entry = _Programmed.of(name, w, chip, net._programmed(name, w, chip, False))
+            slot[1][name] = entry
+        return entry.value
+
+
+@dataclass(frozen=True)
+class _Programmed:
+    """One programmed weight and what it was computed from."""
+
+    weight: weakref.ref[torch.Tensor]
+    version: int
+    profile: ChipProfile
+    age_s: float
+    draws: tuple[torch.Tensor, ...]  # the chip's per-synapse gain, stuck masks, drift
+    draw_versions: tuple[int, ...]
+    value: torch.Tensor
+
+    @staticmethod
+    def _draws(name: str, chip: ChipInstance) -> tuple[torch.Tensor, ...]:
+        return tuple(
+            d[name] for d in (chip.weight_gain, chip.stuck_zero, chip.stuck_max, chip.drift_nu)
+        )
+
+    @classmethod
+    def of(cls, name: str, w: torch.Tensor, chip: ChipInstance, value: torch.Tensor) -> _Programmed:
+        draws = cls._draws(name, chip)
+        versions = tuple(d._version for d in draws)
+        return cls(weakref.ref(w), w._version, chip.profile, chip.age_s, draws, versions, value)
+
+    def holds(self, name: str, w: torch.Tensor, chip: ChipInstance) -> bool:
+        """Whether ``value`` is still ``w`` programmed on ``chip``."""
+        draws = self._draws(name, chip)
+        return (
+            self.weight() is w
+            and self.version == w._version
+            and self.profile is chip.profile
+            and self.age_s == chip.age_s
+            and all(a is b for a, b in zip(draws, self.draws, strict=True))
+            and tuple(d._version for d in draws) == self.draw_versions
+        )
+
+
+class _Tally:
+    """Event counts of one forward, accumulated layer by layer (no gradient)."""
+
+    def __init__(self) -> None:
+        self.syn_ops = 0.0
+        self.dropped = 0.0
+        self.active = 0.0
+        self.spikes_per_layer: list[float] = []
+        self._counts: list[torch.Tensor] = []
+
+    def synaptic_input(
+        self,
+        s: torch.Tensor,
+        w: torch.Tensor,
+        bias: torch.Tensor | None,
+        spiking: bool,
+        p_fail: float,
+        chip: ChipInstance | None,
+        binary: bool = False,
+    ) -> torch.Tensor:
+        """Input currents ``[T, B, n_out]`` for inputs ``s``, its events counted.
+
+        Events are counted as non-zero inputs times the non-zero fan-out. With a
+        transmission failure probability, each (step, synapse) event is lost independently
+        (the same draw is shared by the samples of a batch in that step). ``binary``: ``s``
+        holds only 0 and 1 (hidden spikes), so it counts its own non-zero entries.
+        """
+        with torch.no_grad():
+            nz = (w != 0).to(s.dtype)
+            active_in = (s if binary else (s != 0).to(s.dtype)).sum(1)  # [T, n_in]
+            attempted = float((active_in @ nz.sum(0)).sum())
+        if spiking and p_fail > 0 and chip is not None:
+            keep = (torch.rand((s.shape[0], *w.shape), generator=chip.generator) >= p_fail).to(
+                s.dtype
+            )
+            cur = torch.einsum("tbj,tij->tbi", s, w * keep)
+            with torch.no_grad():
+                delivered = float((active_in * (keep * nz).sum(1)).sum())
+            dropped = attempted - delivered
+        else:
+            cur = torch.matmul(s, w.t())
+            dropped = 0.0
+        if bias is not None:
+            # In place without autograd: one [T, B, n_out] buffer instead of two.
+            cur = cur.add_(bias) if not torch.is_grad_enabled() else cur + bias
+        self.syn_ops += attempted - dropped
+        self.dropped += dropped
+        with torch.no_grad():
+            self.active += float(torch.count_nonzero(cur))
+        return cur
+
+    def layer_spikes(self, s: torch.Tensor, w_rec: torch.Tensor | None) -> None:
+        """Spikes ``[T, B, n]`` of a hidden layer, and its recurrent events."""
+        with torch.no_grad():
+            c = s.sum(0)
+            self._counts.append(c)
+            self.spikes_per_layer.append(float(c.sum()))
+            if w_rec is not None:
+                fan = (w_rec != 0).sum(0).to(s.dtype)
+                self.syn_ops += float((s[:-1].sum((0, 1)) * fan).sum())
+
+    def counts(self) -> torch.Tensor:
+        """Spikes per hidden neuron per sample ``[B, sum(hidden)]``."""
+        return torch.cat(self._counts, dim=1).detach()
 
 
 def _dense_macs(x: torch.Tensor, weights: dict[str, torch.Tensor], cfg: NetworkConfig) -> int:
@@ -356,35 +562,3 @@ def _dense_macs(x: torch.Tensor, weights: dict[str, torch.Tensor], cfg: NetworkC
         per = w.numel()
         macs += per * points if name.startswith(("layers.0.", "recurrent.")) else per
     return macs
-
-
-def _synaptic_input(
-    s: torch.Tensor,
-    w: torch.Tensor,
-    bias: torch.Tensor | None,
-    spiking: bool,
-    p_fail: float,
-    chip: ChipInstance | None,
-) -> tuple[torch.Tensor, float, float]:
-    """Input currents ``[T, B, n_out]`` for inputs ``s``; synaptic events and dropped ones.
-
-    Events are counted as non-zero inputs times the non-zero fan-out. With a
-    transmission failure probability, each (step, synapse) event is lost independently
-    (the same draw is shared by the samples of a batch in that step).
-    """
-    with torch.no_grad():
-        nz = (w != 0).to(s.dtype)
-        active_in = (s != 0).to(s.dtype).sum(1)  # [T, n_in]
-        attempted = float((active_in @ nz.sum(0)).sum())
-    if spiking and p_fail > 0 and chip is not None:
-        keep = (torch.rand((s.shape[0], *w.shape), generator=chip.generator) >= p_fail).to(s.dtype)
-        cur = torch.einsum("tbj,tij->tbi", s, w * keep)
-        with torch.no_grad():
-            delivered = float((active_in * (keep * nz).sum(1)).sum())
-        dropped = attempted - delivered
-    else:
-        cur = torch.matmul(s, w.t())
-        dropped = 0.0
-    if bias is not None:
-        cur = cur + bias
-    return cur, attempted - dropped, dropped

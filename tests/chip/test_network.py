@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
+import pickle
 from typing import cast
 
 import pytest
@@ -12,7 +14,7 @@ from norse.torch import LICell, LIFCell, LIFParameters, LIParameters
 from torch import nn
 
 from regulator.chip.energy import EnergyModel
-from regulator.chip.network import ChipInstance, NetworkConfig, SpikingNetwork
+from regulator.chip.network import ChipInstance, NetOutput, NetworkConfig, SpikingNetwork
 from regulator.chip.profiles import ChipProfile
 from regulator.errors import InputError
 
@@ -227,3 +229,150 @@ def test_non_finite_input_is_refused(bad: float) -> None:
     x[3, 1, 5] = bad
     with pytest.raises(InputError, match="NaN or infinite"):
         SpikingNetwork(CFG)(x)
+
+
+# -- the fused inference path against the step-by-step definition --------------------------
+
+ODD = ChipProfile(  # a grid that is not a power of two, noise and lost events
+    name="odd",
+    weight_bits=3,
+    state_bits=12,
+    state_range=5.0,
+    mismatch_threshold_sigma=0.05,
+    noise_membrane_sigma=0.05,
+    noise_weight_sigma=0.01,
+    transmission_failure_p=0.1,
+)
+RECURRENT = NetworkConfig(n_inputs=4, hidden=(24,), n_outputs=3, recurrent=True, n_steps=20)
+
+
+def _same_forward(a: NetOutput, b: NetOutput) -> None:
+    assert a.last_spikes is not None and b.last_spikes is not None
+    assert torch.equal(a.last_spikes, b.last_spikes)
+    assert torch.equal(a.hidden_counts, b.hidden_counts)
+    assert a.telemetry == b.telemetry
+    # The readout mean is one weighted sum instead of T steps: float rounding only.
+    assert torch.allclose(a.outputs, b.outputs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("profile", ["ideal", "loihi", "memristive", ODD, None])
+@pytest.mark.parametrize("cfg", [CFG, RECURRENT], ids=["feed-forward", "recurrent"])
+@pytest.mark.parametrize("spikes", [False, True], ids=["currents", "spikes"])
+def test_inference_path_gives_the_stepwise_spikes_and_draws(
+    profile: str | ChipProfile | None, cfg: NetworkConfig, spikes: bool
+) -> None:
+    net = SpikingNetwork(cfg, init_seed=3)
+    x = _input(cfg, 5, seed=8)
+    if spikes:
+        x = (x > 1.0).float()
+    chips = [None if profile is None else ChipInstance.create(profile, cfg, seed=4) for _ in "ab"]
+    if profile not in (None, "ideal"):
+        for chip in chips:
+            assert chip is not None
+            chip.advance(600.0)  # drift, where the profile has it
+    with torch.no_grad():
+        # Twice in a row (the second forward continues the noise stream), then in
+        # low-power mode.
+        for n_steps in (None, None, cfg.n_steps // 2):
+            fast = net(x, chips[0], input_is_spikes=spikes, n_steps=n_steps)
+            ref = net.forward_stepwise(x[: n_steps or cfg.n_steps], chips[1], spikes)
+            _same_forward(fast, ref)
+    if chips[0] is not None and chips[1] is not None:
+        # The same random numbers were drawn, in the same number.
+        assert torch.equal(chips[0].generator.get_state(), chips[1].generator.get_state())
+
+
+# Hidden spike trains (per sample, per neuron, over 12 steps) of the implementation before
+# the fused inference path (commit 38c9954), for a network whose input sums have at most
+# two terms (exact in any order, so the same on every CPU).
+PINNED = {
+    "loihi": [
+        [
+            ["000000000000", "000011111111", "000000000100"],
+            ["000000000000", "000001010101", "000011111111"],
+        ],
+        [
+            ["000000000000", "000111111111", "000001000100"],
+            ["000000000000", "000010101101", "000101111111"],
+        ],
+        [
+            ["000000000000", "010111101011", "000100100000"],
+            ["000000000000", "001010100101", "010110101011"],
+        ],
+    ],
+    "memristive": [
+        [
+            ["000000000000", "000011110111", "000000010000"],
+            ["000000000000", "000001010101", "000011111111"],
+        ],
+        [
+            ["000000000000", "000111111111", "000001001010"],
+            ["000000000000", "000010101101", "000101111111"],
+        ],
+        [
+            ["000000000000", "010111010101", "000100100001"],
+            ["000000000000", "001010100100", "010111010101"],
+        ],
+    ],
+}
+PINNED_SECOND_COUNTS = {  # the second forward on the same chip: the noise stream moved on
+    "loihi": [[0, 8, 1, 0, 4, 8], [0, 9, 2, 0, 5, 8], [0, 8, 2, 0, 5, 7]],
+    "memristive": [[0, 8, 1, 0, 4, 8], [0, 9, 2, 0, 4, 8], [0, 8, 2, 0, 5, 7]],
+}
+
+
+@pytest.mark.parametrize("profile", sorted(PINNED))
+def test_spikes_for_a_seed_are_those_of_the_previous_implementation(profile: str) -> None:
+    cfg = NetworkConfig(n_inputs=2, hidden=(6,), n_outputs=2, n_steps=12)
+    net = SpikingNetwork(cfg, init_seed=4)
+    chip = ChipInstance.create(profile, cfg, seed=5)
+    g = torch.Generator().manual_seed(6)
+    x = (torch.rand(12, 3, 2, generator=g) < 0.5).float()
+    with torch.no_grad():
+        first = net(x, chip, input_is_spikes=True)
+        second = net(x, chip, input_is_spikes=True)
+    assert first.last_spikes is not None
+    s = first.last_spikes.int()
+    trains = [["".join(str(int(v)) for v in s[:, b, k]) for k in range(6)] for b in range(3)]
+    assert trains == [row[0] + row[1] for row in PINNED[profile]]
+    assert second.hidden_counts.int().tolist() == PINNED_SECOND_COUNTS[profile]
+
+
+def test_programmed_weights_follow_every_change_of_weights_or_chip() -> None:
+    net = SpikingNetwork(CFG, init_seed=1)
+    chip = ChipInstance.create(ChipProfile(name="x", weight_bits=4, drift_nu=0.05), CFG, seed=2)
+    x = _input(CFG, 3)
+
+    def agree() -> None:
+        with torch.no_grad():
+            _same_forward(net(x, chip), net.forward_stepwise(x, chip, False))
+
+    agree()
+    with torch.no_grad():
+        _linears(net)[0].weight.mul_(1.5)  # an in-place write (optimiser step, copy_)
+    agree()
+    chip.advance(3600.0)
+    agree()
+    chip.reprogram()
+    agree()
+    other = SpikingNetwork(CFG, init_seed=9)
+    net.load_state_dict(other.state_dict())
+    agree()
+    loihi = ChipInstance.create("loihi", CFG, seed=2)
+    with torch.no_grad():
+        _same_forward(net(x, loihi), net.forward_stepwise(x, loihi, False))
+    agree()
+
+
+def test_a_used_network_copies_and_pickles_and_the_copy_computes_the_same() -> None:
+    net = SpikingNetwork(CFG, init_seed=1)
+    x = _input(CFG, 2)
+    with torch.no_grad():
+        before = net(x, ChipInstance.create("loihi", CFG))
+        twin = copy.deepcopy(net)
+        revived = pickle.loads(pickle.dumps(net))
+        _linears(twin)[0].weight.mul_(0.5)  # the copy owns its weights
+        assert torch.equal(revived(x, ChipInstance.create("loihi", CFG)).outputs, before.outputs)
+        assert torch.equal(net(x, ChipInstance.create("loihi", CFG)).outputs, before.outputs)
+        changed = twin(x, ChipInstance.create("loihi", CFG))
+    assert not torch.equal(changed.hidden_counts, before.hidden_counts)
