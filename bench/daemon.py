@@ -13,7 +13,7 @@ Measured in one process, one torch thread per thread, interleaved rounds:
   samples that arrived together;
 - during recalibration: ``Runtime.process`` while another thread runs recalibrations
   back to back, their candidates built in the daemon's worker process
-  (:class:`regulator.service.candidate.ProcessCandidateRunner`);
+  (:class:`regulator.service.executor.ProcessExecutor`);
 - ``/metrics``: exposition generated in-process, and scraped over HTTP from the
   daemon's FastAPI app under uvicorn.
 """
@@ -44,7 +44,7 @@ from prometheus_client import generate_latest  # noqa: E402
 from regulator.meta.model import ChipModel  # noqa: E402
 from regulator.policy.model import parse_policy  # noqa: E402
 from regulator.service.api import build_app, serve  # noqa: E402
-from regulator.service.candidate import ProcessCandidateRunner  # noqa: E402
+from regulator.service.executor import ProcessExecutor  # noqa: E402
 from regulator.service.daemon import SWITCH_INTERVAL_S  # noqa: E402
 from regulator.service.runtime import Runtime  # noqa: E402
 from regulator.tasks.base import make_family  # noqa: E402
@@ -164,9 +164,9 @@ def main() -> int:
             results.append({"outcome": res.outcome, "seconds": res.seconds})
             j += 1
 
-    runner = ProcessCandidateRunner()
+    runner = ProcessExecutor()
     runner.warm()
-    rt.candidate_runner = runner
+    rt.executor = runner
     # A sample counts as "during" when a recalibration job was running for all of it;
     # samples served while the loop feeds the next labels (an intake, not part of the
     # job) are kept apart.
@@ -186,7 +186,7 @@ def main() -> int:
             seq += 1
     stop.set()
     th.join()
-    runner.close()
+    runner.shutdown()
 
     # /metrics: in-process exposition and a real HTTP scrape
     gen = []

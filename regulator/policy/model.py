@@ -116,6 +116,10 @@ class DeviceConfig(_Section):
     """A chip profile name (``ideal``, ``loihi``, ``memristive``, …); checked at start-up."""
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     """Fixes the device mismatch of this chip instance, and the simulated environment."""
+    drift_speedup: float = Field(default=1.0, ge=0, le=1e9)
+    """Seconds of conductance drift per second of the chip's uptime (0: the chip does
+    not age). Only profiles with drift (``memristive``) age; ``ideal`` and ``loihi`` do
+    not, whatever this says. Above 1 it compresses months of ageing into a test run."""
 
 
 class ModelConfig(_Section):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -33,7 +33,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
-from regulator.errors import InputError, RegulatorError, RejectReason, StorageFullError
+from regulator.errors import (
+    REJECT_REASONS,
+    InputError,
+    RegulatorError,
+    RejectReason,
+    StorageFullError,
+)
 from regulator.service.bodies import (
     Alert,
     AlertmanagerPayload,
@@ -47,6 +53,7 @@ from regulator.service.bodies import (
 from regulator.service.edge import ASGIApp, BodyLimit, ServerErrorGuard, parse_json
 from regulator.service.metrics import Metrics
 from regulator.service.openapi import body_doc, openapi_builder
+from regulator.service.runtime_api import RuntimeAPI
 from regulator.service.server import ServerThread, serve
 
 __all__ = [
@@ -64,72 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-# -- the runtime seen from the API -------------------------------------------------------
-
-
-class RuntimeAPI(Protocol):
-    """What the HTTP API needs from the daemon's runtime. Methods are called from worker
-    threads, concurrently with the main loop: they must be thread-safe and quick
-    (schedule work, do not do it). Raising ``InputError`` gives 422, any other
-    ``RegulatorError`` (``RegistryError``, ``ConfigError``...) gives 409 with the message.
-    """
-
-    def healthy(self) -> bool:
-        """The main loop ticked recently."""
-        ...
-
-    def ready(self) -> bool:
-        """Model loaded, policy valid, scheduler running."""
-        ...
-
-    def status(self) -> dict[str, Any]:
-        """JSON-ready: model version, monitors, last recalibrations, pending jobs."""
-        ...
-
-    def models(self) -> list[dict[str, Any]]:
-        """Registry versions with lineage (``VersionInfo.as_dict()``)."""
-        ...
-
-    def request_recalibration(self, trigger: str, key: str | None = None) -> dict[str, Any]:
-        """Schedule a recalibration now; idempotent while one is pending. Returns e.g.
-        ``{"scheduled": bool, "pending": bool, "job": id}``."""
-        ...
-
-    def alert_action(self, labels: dict[str, str]) -> str | None:
-        """The action a firing alert with these labels asks for (policy's ``alerts``
-        section), or None to ignore it."""
-        ...
-
-    def handle_alert(self, action: str, key: str) -> dict[str, Any]:
-        """Carry out ``action`` for the alert ``key`` (a recalibration is deduplicated
-        by ``key`` while pending)."""
-        ...
-
-    def recalibration_pending(self, key: str | None = None) -> bool:
-        """True while a recalibration (requested with ``key``, or any when None) is
-        queued or running; the API uses it to drop duplicate alerts."""
-        ...
-
-    def rollback(self) -> dict[str, Any]:
-        """Serve the previous good version; RegistryError (409) if there is none."""
-        ...
-
-    def feedback(self, items: list[FeedbackItem]) -> dict[str, Any]:
-        """Persist labels (before returning): ``{"accepted": n, "rejected": [{"index",
-        "reason", "detail"}]}``; StorageFullError (507) when nothing could be stored."""
-        ...
-
-    def push_samples(self, items: list[Sample]) -> dict[str, Any]:
-        """Enqueue validated samples; ``{"accepted": n, "rejected": [{"index", "reason"}]}``.
-        ConfigError when the source is not ``http``."""
-        ...
-
-    def record_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """Append ``(kind, fields)`` events to the event log in one write (the API
-        records every alert it handles)."""
-        ...
 
 
 # -- responses ---------------------------------------------------------------------------
@@ -351,7 +292,8 @@ def build_app(
             return result
         rejected = result.get("rejected") or []
         if isinstance(rejected, list) and rejected and not result.get("accepted"):
-            refused("bad_label" if rejected[0].get("reason") == "bad_label" else "bad_shape")
+            first = rejected[0].get("reason")
+            refused(cast(RejectReason, first) if first in REJECT_REASONS else "malformed_body")
             return JSONResponse({**result, "detail": "no item accepted"}, 422)
         return JSONResponse(result)
 

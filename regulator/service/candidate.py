@@ -5,24 +5,15 @@ the new environment's unlabelled inputs, then the few shots; or label-free only)
 checks it against the serving model on held-out labels (or, without labels, on how
 in-distribution recent inputs look), calibrates the OOD monitor on the new
 environment, and writes the accepted candidate to a folder. It touches no daemon state,
-so it can run in the daemon's process (replay, tests) or in a worker process
-(:class:`ProcessCandidateRunner`), where its CPU work does not hold the daemon's GIL and
-so does not delay inference.
+so any :class:`~regulator.service.executor.Executor` can run it: inline (replay, tests)
+or in a worker process, where its CPU work does not hold the daemon's GIL and so does
+not delay inference.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import signal
-import threading
-import time
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +27,7 @@ import torch  # noqa: E402
 
 from regulator.chip.network import ChipInstance  # noqa: E402
 from regulator.chip.profiles import load_profile  # noqa: E402
-from regulator.errors import AdaptationError, InputError  # noqa: E402
+from regulator.errors import InputError  # noqa: E402
 from regulator.meta.adapt import adapt  # noqa: E402
 from regulator.meta.model import ChipModel, ModelBundle  # noqa: E402
 from regulator.meta.train import calibrate  # noqa: E402
@@ -167,83 +158,3 @@ def build_candidate(req: CandidateRequest) -> CandidateResult:
     folder = Path(req.out_dir) / "model"
     candidate.save(folder)
     return CandidateResult(True, why, evaluation, cost, str(folder))
-
-
-CandidateRunner = Callable[[CandidateRequest, float], CandidateResult]
-
-
-def run_inline(req: CandidateRequest, timeout_s: float) -> CandidateResult:
-    """Build the candidate in this process (replay, tests)."""
-    return build_candidate(req)
-
-
-def _worker_init(parent: int) -> None:
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future/Deprecation
-    # Ctrl-C in a terminal, and systemd's stop (SIGTERM to the whole cgroup), reach this
-    # worker too: the daemon decides when it stops (it lets a running recalibration
-    # finish within its timeout, then kills it), and it leaves if the daemon dies.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Adaptation yields the CPU to inference.
-    os.nice(5)
-    # If the daemon dies (kill -9), nothing would tell this worker: leave with it.
-    # (``parent`` comes from the daemon: it may already be gone while we import.)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    while True:
-        if os.getppid() != parent:
-            os._exit(0)
-        time.sleep(1.0)
-
-
-def _ping() -> int:
-    return os.getpid()
-
-
-class ProcessCandidateRunner:
-    """Builds candidates in one worker process, with a timeout that kills it."""
-
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _ensure(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(os.getpid(),),
-            )
-        return self._pool
-
-    def warm(self, timeout_s: float = 120.0) -> int:
-        """Start the worker now (imports take seconds), so the first recalibration
-        does not pay for them; returns its pid."""
-        return int(self._ensure().submit(_ping).result(timeout=timeout_s))
-
-    def __call__(self, req: CandidateRequest, timeout_s: float) -> CandidateResult:
-        pool = self._ensure()
-        fut = pool.submit(build_candidate, req)
-        try:
-            return fut.result(timeout=timeout_s)
-        except FutureTimeout:
-            self.close(kill=True)
-            raise AdaptationError(
-                f"recalibration worker timed out after {timeout_s:.0f} s"
-            ) from None
-        except BrokenProcessPool:
-            self.close(kill=True)
-            raise AdaptationError("recalibration worker died") from None
-
-    def close(self, kill: bool = False) -> None:
-        """Stop the worker (``kill``: at once, abandoning its job)."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if kill:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
-        pool.shutdown(wait=not kill, cancel_futures=True)

@@ -179,15 +179,18 @@ class Metrics:
             "regulator_ood_threshold", "OOD p-value threshold in force."
         ).labels(dev)
         self.drift_detected = gauge(
-            "regulator_drift_detected", "1 while the drift detector is in alarm."
+            "regulator_drift_detected",
+            "1 during a drift episode: latched from a detection to the next swap or a long "
+            "quiet spell.",
         ).labels(dev)
-        self.drift_alarms = counter("regulator_drift_alarms_total", "Drift alarms raised.").labels(
-            dev
-        )
-        self.drift_detections = counter(
-            "regulator_drift_detections_total",
+        self.drift_alarms = counter(
+            "regulator_drift_alarms_total",
             "Drift detections: alarms that start an episode (the first after a swap or a "
-            "quiet spell); regulator_drift_alarms_total counts every raw alarm.",
+            "quiet spell); regulator_drift_raw_alarms_total counts the detector's raw alarms.",
+        ).labels(dev)
+        self.drift_raw_alarms = counter(
+            "regulator_drift_raw_alarms_total",
+            "The change detector's raw alarms (it restarts after each, so one shift raises many).",
         ).labels(dev)
         self.drift_statistic = gauge(
             "regulator_drift_statistic", "The drift detector's statistic (alarm at threshold)."
@@ -230,6 +233,11 @@ class Metrics:
         self.calibration_samples_needed = gauge(
             "regulator_calibration_samples_needed",
             "Labelled samples still missing before a supervised recalibration can run.",
+        ).labels(dev)
+        self.chip_age = gauge(
+            "regulator_chip_age_seconds",
+            "Seconds of conductance drift since the served weights were written (0 on a "
+            "chip without drift, or with device.drift_speedup 0).",
         ).labels(dev)
         self.rollbacks = counter("regulator_rollbacks_total", "Rollbacks performed.").labels(dev)
         self._model_info = gauge(
@@ -299,6 +307,12 @@ class Metrics:
         for status in ALERT_STATUSES:
             self.alerts_received.labels(status=status)
 
+    def init_reject_series(self, reasons: Iterable[str]) -> None:
+        """Create the zero series of every rejection reason, so rates start at 0."""
+        for reason in reasons:
+            self.samples_rejected.labels(reason=reason)
+            self.requests_rejected.labels(reason=reason)
+
     def init_recalibration_series(self, triggers: Iterable[str]) -> None:
         """Create the zero series for every trigger × outcome, so rates start at 0."""
         for trigger in triggers:
@@ -342,13 +356,3 @@ class Metrics:
         for name, share in layers.items():
             self.drift_layer_share.labels(layer=name).set(share)
         self._drift_labels = (list(inputs), list(layers))
-
-    def set_layers(
-        self, densities: dict[str, float], silent: Iterable[str] = (), saturated: Iterable[str] = ()
-    ) -> None:
-        """Set spike density and silent/saturated flags for every layer at once."""
-        silent_set, saturated_set = set(silent), set(saturated)
-        for layer, density in densities.items():
-            self.spike_density.labels(layer=layer).set(density)
-            self.layer_silent.labels(layer=layer).set(1.0 if layer in silent_set else 0.0)
-            self.layer_saturated.labels(layer=layer).set(1.0 if layer in saturated_set else 0.0)

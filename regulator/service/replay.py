@@ -1,10 +1,12 @@
-"""``regulator replay``: the daemon's runtime driven by recorded data, in simulated time.
+"""``regulator replay``: the daemon's runtime and loop driven by recorded data, in
+simulated time.
 
-The same :class:`~regulator.service.runtime.Runtime` as ``regulator run`` (the same
-monitors, rules, recalibration job and swaps), fed as fast as possible; durations and
-cooldowns use simulated seconds (one sample every ``1 / rate_hz``). Each file is a
-segment; the report holds per-segment accuracy, detections with their delays,
-recalibrations with their outcomes, and energy.
+The same :class:`~regulator.service.runtime.Runtime` and
+:class:`~regulator.service.loop.ServiceLoop` as ``regulator run`` (the same monitors,
+rules, recalibration job, swaps and label delivery), fed as fast as possible; durations,
+cooldowns and the budget's UTC day use simulated seconds (one sample every
+``1 / rate_hz``). Each file is a segment; the report holds per-segment accuracy,
+detections with their delays, recalibrations with their outcomes, and energy.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from tqdm import tqdm
 from regulator import atomic
 from regulator.errors import ConfigError
 from regulator.policy.model import Policy, ReplaySource
+from regulator.service.loop import ServiceLoop
 from regulator.service.runtime import Runtime, resolve_path
 from regulator.tasks.formats import load_file
 from regulator.tasks.sources import FeedbackChannel, SourceSample
 
 DEFAULT_RATE_HZ = 20.0
-TICK_EVERY = 10  # samples between rule evaluations
+PROGRESS_EVERY = 10  # samples between progress bar updates
 
 
 def run_replay(
@@ -59,7 +62,9 @@ def run_replay(
     sim_t = [0.0]
     with tempfile.TemporaryDirectory(prefix="regulator-replay-") as tmp:
         root = state_dir or Path(tmp) / "state"
-        rt = Runtime(policy, root, clock=lambda: sim_t[0], inline_jobs=True)
+        clock = lambda: sim_t[0]  # noqa: E731
+        rt = Runtime(policy, root, clock=clock, wall_clock=clock, inline_jobs=True)
+        loop = ServiceLoop(rt, feedback)
         wall0 = time.perf_counter()
         segments: list[dict[str, Any]] = []
         i = 0
@@ -76,21 +81,18 @@ def run_replay(
             for row in range(len(rec.y)):
                 sim_t[0] = i / rate
                 sid = f"{path.stem}:{row}"
-                s = feedback.observe(SourceSample(sid, rec.x[row], rec.y[row].item(), sim_t[0]))
-                out = rt.process(s.sample_id, rec.x[row])
+                y = rec.y[row].item()
+                out = loop.serve([SourceSample(sid, rec.x[row], y, sim_t[0])])[0]
+                if isinstance(out, Exception):
+                    raise out
                 if row not in skip:
-                    y = rec.y[row].item()
                     if rt.serving.bundle.kind == "classification":
                         correct.append(float(out["prediction"] == y))
                     else:
                         correct.append(abs(float(out["prediction"]) - float(y)))
-                ready = feedback.pop_ready()
-                if ready:
-                    rt.add_labels([(sid2, y2, None) for sid2, y2 in ready])
                 i += 1
-                if i % TICK_EVERY == 0:
-                    rt.tick()
-                    bar.update(TICK_EVERY)
+                if i % PROGRESS_EVERY == 0:
+                    bar.update(PROGRESS_EVERY)
                     if correct and rt.serving.bundle.kind == "classification":
                         bar.set_postfix_str(f"{path.name} accuracy {np.mean(correct):.3f}")
             dets = rt.detections[n_det0:]

@@ -8,8 +8,7 @@ the daemon wires to ``regulator_scheduler_jobs_total``. Jobs that share a ``grou
 run at the same time (a run that finds its group busy is skipped), which is how "at most
 one recalibration at a time" holds across the cron schedule and on-demand requests.
 
-:class:`Executor` is where heavy work runs (DESIGN §7): :class:`LocalExecutor` is a
-thread pool; a Ray executor would be another subclass registered in ``EXECUTORS``.
+Where the heavy work of a job runs is :mod:`regulator.service.executor`'s business.
 
 >>> s = Scheduler(misfire_grace_time=30)
 >>> s.running, s.jobs()
@@ -21,11 +20,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, tzinfo
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -40,20 +37,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from regulator.errors import ConfigError, UnknownNameError
+from regulator.errors import ConfigError
 
-__all__ = [
-    "EXECUTORS",
-    "Executor",
-    "JobOutcome",
-    "LocalExecutor",
-    "Scheduler",
-    "create_executor",
-]
+__all__ = ["JobOutcome", "Scheduler"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 JobOutcome = str
 """``"missed"`` (later than the grace time), ``"failed"`` (raised), ``"skipped"`` (its
@@ -283,56 +271,3 @@ class Scheduler:
             self._on_event(job_id, outcome)
         except Exception:  # a broken callback must not take the scheduler down
             log.exception("scheduler event callback failed")
-
-
-class Executor(ABC):
-    """Where long jobs run. ``submit`` returns a Future; ``shutdown`` stops taking work."""
-
-    name: ClassVar[str]
-
-    @abstractmethod
-    def submit(self, fn: Callable[[], T]) -> Future[T]: ...
-
-    @abstractmethod
-    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None: ...
-
-
-class LocalExecutor(Executor):
-    """Runs jobs on a local thread pool of ``max_workers`` threads.
-
-    >>> ex = LocalExecutor(max_workers=1)
-    >>> ex.submit(lambda: 6 * 7).result(timeout=5)
-    42
-    >>> ex.shutdown()
-    """
-
-    name = "local"
-
-    def __init__(self, max_workers: int = 1) -> None:
-        if max_workers < 1:
-            raise ConfigError(f"max_workers must be >= 1, got {max_workers}")
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="regulator-job")
-
-    def submit(self, fn: Callable[[], T]) -> Future[T]:
-        return self._pool.submit(fn)
-
-    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
-
-
-EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor}
-
-
-def create_executor(name: str, **options: Any) -> Executor:
-    """The executor registered under ``name``; UnknownNameError lists the valid ones.
-
-    >>> create_executor("ray")
-    Traceback (most recent call last):
-    ...
-    regulator.errors.UnknownNameError: unknown executor 'ray'; valid: local
-    """
-    try:
-        cls = EXECUTORS[name]
-    except KeyError:
-        raise UnknownNameError("executor", name, EXECUTORS) from None
-    return cls(**options)

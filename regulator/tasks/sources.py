@@ -246,19 +246,22 @@ class HttpSource(Source):
     def push(self, x: Any, sample_id: str | None = None) -> str:
         """Queue one sample ``x [C, L]``; return its id (a fresh uuid4 hex when None)."""
         if self._closed.is_set():
-            raise InputError("source is closed")
+            raise InputError("source is closed", "queue_full")
         arr = np.asarray(x, dtype=np.float32)
         if arr.shape != (self.n_channels, self.length):
             raise InputError(
-                f"sample shape {arr.shape}, expected ({self.n_channels}, {self.length})"
+                f"sample shape {arr.shape}, expected ({self.n_channels}, {self.length})",
+                "bad_shape",
             )
         if not np.all(np.isfinite(arr)):
-            raise InputError("sample has non-finite values")
+            raise InputError("sample has non-finite values", "non_finite")
         sid = sample_id if sample_id is not None else uuid.uuid4().hex
         try:
             self._queue.put_nowait(SourceSample(sid, arr, None, self._clock() - self._t0))
         except queue.Full:
-            raise InputError(f"sample queue full ({self.maxsize} samples); retry later") from None
+            raise InputError(
+                f"sample queue full ({self.maxsize} samples); retry later", "queue_full"
+            ) from None
         return sid
 
     def qsize(self) -> int:

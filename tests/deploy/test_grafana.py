@@ -26,7 +26,7 @@ DAEMON_METRICS = {
     "regulator_recalibrations_total", "regulator_model_info",
     "regulator_policy_reload_failures_total", "regulator_calibration_samples_needed",
     "regulator_ood_threshold", "regulator_layer_silent", "regulator_layer_saturated",
-    "regulator_dense_ann_energy_joules_total", "regulator_drift_detections_total",
+    "regulator_dense_ann_energy_joules_total", "regulator_drift_raw_alarms_total",
     "regulator_drift_statistic", "regulator_drift_threshold", "regulator_drift_input_share",
     "regulator_drift_input_shift", "regulator_drift_layer_share",
 }  # fmt: skip
@@ -128,7 +128,7 @@ def test_dashboard(path: Path) -> None:
         assert annotation["datasource"]["uid"] == "${datasource}"
         assert "$device" in annotation["expr"]
     assert "regulator_recalibrations_total" in marks["Recalibrations"]["expr"]
-    assert "regulator_drift_detections_total" in marks["Drift detections"]["expr"]
+    assert "regulator_drift_alarms_total" in marks["Drift detections"]["expr"]
 
 
 def _alert_threshold(name: str) -> float:

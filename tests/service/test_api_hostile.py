@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from regulator.service.api import build_app, serve
-from regulator.service.daemon import is_loopback
+from regulator.service.wiring import is_loopback
 from regulator.service.metrics import Metrics
 from tests.service.test_api import AUTH, TOKEN, FakeRuntime, alert, webhook
 

@@ -11,9 +11,9 @@ from regulator.errors import AdaptationError
 from regulator.meta.model import ModelBundle
 from regulator.service.candidate import (
     CandidateRequest,
-    ProcessCandidateRunner,
     build_candidate,
 )
+from regulator.service.executor import ProcessExecutor
 from regulator.tasks.base import make_family
 
 
@@ -57,15 +57,15 @@ def test_margin_rejects_without_writing(tiny_prior: Path, tmp_path: Path) -> Non
 
 
 def test_worker_process_builds_and_times_out(tiny_prior: Path, tmp_path: Path) -> None:
-    runner = ProcessCandidateRunner()
+    ex = ProcessExecutor()
     try:
-        assert runner.warm() > 0
-        res = runner(_request(tiny_prior, tmp_path / "a"), 120.0)
+        assert ex.warm() > 0
+        res = ex.run(build_candidate, _request(tiny_prior, tmp_path / "a"), timeout_s=120.0)
         assert res.accepted and res.folder is not None and Path(res.folder).is_dir()
         with pytest.raises(AdaptationError, match="timed out"):
-            runner(_request(tiny_prior, tmp_path / "b"), 0.001)
+            ex.run(build_candidate, _request(tiny_prior, tmp_path / "b"), timeout_s=0.001)
         # A fresh worker takes over after the timeout killed the old one.
-        res = runner(_request(tiny_prior, tmp_path / "c"), 120.0)
+        res = ex.run(build_candidate, _request(tiny_prior, tmp_path / "c"), timeout_s=120.0)
         assert res.accepted
     finally:
-        runner.close(kill=True)
+        ex.shutdown(wait=False)

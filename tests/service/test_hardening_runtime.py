@@ -86,7 +86,7 @@ def test_a_refused_request_releases_its_key(tmp_path: Path, tiny_prior: Path) ->
         for _ in range(3):  # every repeat is refused for the limit, never as a duplicate
             out = rt.request_recalibration("alert", key="fp-1")
             assert out["scheduled"] is False and "max_per_hour 0" in out["reason"], out
-        assert not rt._alert_keys
+        assert not rt.recal.state.keys
     finally:
         rt.close()
 

@@ -47,8 +47,12 @@ def test_promtool_lints_the_exposition_clean() -> None:
     m = Metrics(reg, "chip-7")
     m.set_model("v000001", prior="nanosensor")
     m.init_recalibration_series(["drift", "manual"])
-    m.set_layers({"h0": 0.1, "h1": 0.0}, silent=["h1"])
-    m.drift_detections.inc()
+    for layer, density in (("h0", 0.1), ("h1", 0.0)):
+        m.spike_density.labels(layer=layer).set(density)
+        m.layer_silent.labels(layer=layer).set(1.0 if layer == "h1" else 0.0)
+    m.drift_alarms.inc()
+    m.drift_raw_alarms.inc(3)
+    m.chip_age.set(12.5)
     m.set_drift_explanation({"3": (0.8, 4.0), "0-2": (None, 0.1)}, {"hidden0": 1.0})
     text = generate_latest(reg)
     for name in ("drift_input_share", "drift_input_shift", "drift_layer_share"):

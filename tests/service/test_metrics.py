@@ -69,7 +69,9 @@ def test_unlabelled_metrics_exist_with_device(reg: CollectorRegistry) -> None:
 def test_every_contract_name_is_exposed(reg: CollectorRegistry) -> None:
     m = Metrics(reg, "chip-7")
     m.samples_rejected.labels(reason="nan").inc()
-    m.set_layers({"hidden": 0.1, "out": 0.0}, silent=["out"])
+    m.spike_density.labels(layer="hidden").set(0.1)
+    m.layer_silent.labels(layer="out").set(1)
+    m.layer_saturated.labels(layer="out").set(0)
     m.record_recalibration("drift", "accepted", seconds=1.5)
     m.set_model("v000001", "nanosensor")
     m.scheduler_jobs.labels(job="recalibrate", outcome="missed").inc()
@@ -83,7 +85,9 @@ def test_every_contract_name_is_exposed(reg: CollectorRegistry) -> None:
 
 def test_labelled_values(reg: CollectorRegistry) -> None:
     m = Metrics(reg, "chip-7")
-    m.set_layers({"hidden": 0.25, "out": 0.9}, silent=[], saturated=["out"])
+    m.spike_density.labels(layer="hidden").set(0.25)
+    m.layer_saturated.labels(layer="out").set(1)
+    m.layer_silent.labels(layer="out").set(0)
     assert reg.get_sample_value("regulator_spike_density", {**DEV, "layer": "hidden"}) == 0.25
     assert reg.get_sample_value("regulator_layer_saturated", {**DEV, "layer": "out"}) == 1
     assert reg.get_sample_value("regulator_layer_silent", {**DEV, "layer": "out"}) == 0

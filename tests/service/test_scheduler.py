@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from regulator.errors import ConfigError, UnknownNameError
-from regulator.service.scheduler import LocalExecutor, Scheduler, create_executor
+from regulator.service.executor import LocalExecutor, create_executor
+from regulator.service.scheduler import Scheduler
 
 
 class Events:
@@ -163,5 +164,5 @@ def test_executor_by_name() -> None:
     assert isinstance(ex, LocalExecutor)
     assert ex.submit(lambda: "ok").result(timeout=5) == "ok"
     ex.shutdown()
-    with pytest.raises(UnknownNameError, match="valid: local"):
+    with pytest.raises(UnknownNameError, match="valid: inline, local, process"):
         create_executor("ray")

@@ -1,0 +1,167 @@
+"""Label intake: the inputs kept for labels that come later, the labels themselves
+(durable before acknowledged), and the choice of labels and unlabelled inputs that a
+recalibration adapts on.
+
+Recent inputs are kept with their time and their sample number (1-based, since start)
+so that a window can be cut exactly at the drift detector's change-point estimate: no
+sample of the previous environment re-normalises the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from regulator.errors import InputError, RejectReason
+from regulator.service.inputs import InputCheck
+from regulator.service.labels import Label, LabelBuffer
+from regulator.service.monitors import RECENT_SAMPLES
+
+__all__ = ["UNLABELLED_KEPT", "Intake", "LabelOutcome", "Split", "split_support"]
+
+log = logging.getLogger(__name__)
+
+UNLABELLED_KEPT = 2048
+"""Unlabelled inputs kept for label-free adaptation (newest)."""
+
+
+@dataclass(frozen=True)
+class LabelOutcome:
+    """What :meth:`Intake.add` did: the labels stored, those matched to an earlier
+    prediction (``(sample_id, y)``), and the refusals."""
+
+    accepted: list[Label]
+    matched: list[tuple[str, int | float]]
+    rejected: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Labels for a recalibration: the support it adapts on and the holdout it is
+    checked on (empty when the check needs none), and how many labels are missing."""
+
+    support: list[Label]
+    holdout: list[Label]
+    need: int
+
+
+def split_support(labels: list[Label], classifies: bool, k: int, h: int) -> Split:
+    """Newest ``k`` per class as support and the next newest ``h`` per class as holdout
+    (``h`` 0: every label is support). Classes are those the new environment has shown
+    labels for (gas batches 3-5 have no toluene), at least two for a classifier."""
+    if not classifies:
+        newest = sorted(labels, key=lambda lab: lab.t, reverse=True)
+        need = max(0, k + h - len(newest))
+        return Split(newest[h : h + k], newest[:h], need)
+    by_cls: dict[int, list[Label]] = {}
+    for lab in sorted(labels, key=lambda lab: lab.t, reverse=True):
+        by_cls.setdefault(int(lab.y), []).append(lab)
+    support: list[Label] = []
+    holdout: list[Label] = []
+    need = (k + h) * max(0, 2 - len(by_cls))
+    for c in sorted(by_cls):
+        got = by_cls[c]
+        need += max(0, k + h - len(got))
+        holdout += got[:h]
+        support += got[h : h + k] if h else got[:k]
+    return Split(support, holdout, need)
+
+
+class Intake:
+    """Served inputs kept for their labels, and the durable label buffer."""
+
+    def __init__(self, buffer: LabelBuffer, on_skip: Callable[[RejectReason], None]) -> None:
+        self.buffer = buffer
+        self._on_skip = on_skip
+        self._lock = threading.Lock()
+        self._by_id: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
+        self._unlabelled: deque[tuple[np.ndarray, float, int]] = deque(maxlen=UNLABELLED_KEPT)
+
+    def served(self, ids: list[str], arrs: Iterable[np.ndarray], t_s: float, first: int) -> None:
+        """Inputs just served (sample numbers ``first``, ``first + 1``, …)."""
+        with self._lock:
+            for k, (sid, arr) in enumerate(zip(ids, arrs, strict=True)):
+                self._by_id[sid] = (arr, t_s)
+                self._unlabelled.append((arr, t_s, first + k))
+            while len(self._by_id) > RECENT_SAMPLES:
+                self._by_id.popitem(last=False)
+
+    def add(
+        self,
+        items: Iterable[tuple[str, Any, np.ndarray | None]],
+        check: InputCheck,
+        t_s: float,
+        count_reject: Callable[[RejectReason], None],
+    ) -> LabelOutcome:
+        """Check and store labels (by sample id, or with their input). Persisted before
+        this returns; StorageFullError stores none of them."""
+        accepted: list[Label] = []
+        matched: list[tuple[str, int | float]] = []
+        rejected: list[dict[str, Any]] = []
+        for i, (sid, y, x) in enumerate(items):
+            try:
+                y_val = check.target(y)
+                if x is None:
+                    with self._lock:
+                        rec = self._by_id.get(sid)
+                    if rec is None:
+                        raise InputError(
+                            f"sample {sid!r} is not (or no longer) kept", "unknown_sample"
+                        )
+                    arr, t_seen = rec
+                else:
+                    arr, t_seen = check.sample(x), t_s
+            except InputError as err:
+                count_reject(err.reason)
+                rejected.append({"index": i, "reason": err.reason, "detail": str(err)})
+                continue
+            if x is None:
+                matched.append((sid, y_val))
+            accepted.append(Label(sid, arr, y_val, t_seen))
+        if accepted:
+            self.buffer.add(accepted)  # durable before acknowledged
+        return LabelOutcome(accepted, matched, rejected)
+
+    def labels_since(self, t_s: float, check: InputCheck, count: bool) -> list[Label]:
+        """Stored labels seen at or after ``t_s`` that the served model can use; the
+        others (stored before the edge checked them, or for another model) are skipped
+        and, with ``count``, counted: one bad label never stops a recalibration."""
+        good = []
+        for lab in self.buffer.all():
+            if lab.t < t_s:
+                continue
+            try:
+                arr = check.sample(lab.x)
+                y = check.target(lab.y)
+            except InputError as err:
+                if count:
+                    self._on_skip(err.reason)
+                    log.warning("label %s skipped: %s", lab.sample_id, err)
+                continue
+            good.append(Label(lab.sample_id, arr, y, lab.t, lab.env))
+        return good
+
+    def unlabelled(self, since_sample: int, since_t: float, most: int) -> np.ndarray:
+        """Up to ``most`` of the newest served inputs from sample ``since_sample`` and
+        time ``since_t`` on, ``[n, C, L]`` (``[0]`` when none)."""
+        with self._lock:
+            items = [x for x, t, s in self._unlabelled if s >= since_sample and t >= since_t]
+        items = items[-most:]
+        return np.stack(items) if items else np.zeros((0,))
+
+    def time_of_sample(self, sample: int) -> float | None:
+        """When sample number ``sample`` (or the first kept one after it) was served."""
+        with self._lock:
+            for _, t, s in self._unlabelled:
+                if s >= sample:
+                    return t
+        return None
+
+    def __len__(self) -> int:
+        return len(self.buffer)

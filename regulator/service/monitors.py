@@ -1,0 +1,176 @@
+"""The monitor set of one device: energy, spike density, delayed-label accuracy, the
+drift episodes of the served model's OOD monitor, and the window that explains a
+detection. :meth:`MonitorSet.update` takes one served batch; :meth:`snapshot` is the
+one read of every signal (rules, status, the scrape-time collector).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from regulator.monitor.accuracy import AccuracyMonitor
+from regulator.monitor.density import SpikeDensityMonitor
+from regulator.monitor.energy import EnergyMonitor
+from regulator.policy.model import MonitorsConfig, Policy
+from regulator.service.drift import DriftWindow
+from regulator.service.episode import DriftEpisodes, Onset
+
+if TYPE_CHECKING:
+    from regulator.meta.model import Prediction
+    from regulator.service.slot import Served
+
+__all__ = ["RECENT_SAMPLES", "MonitorSet", "Snapshot", "ood_threshold"]
+
+RECENT_SAMPLES = 4096
+"""Predictions kept waiting for their labels (as many as the inputs kept for them)."""
+
+
+def ood_threshold(policy: Policy) -> float:
+    """The OOD p-value below which a sample is called out-of-distribution: the first
+    ``ood_pvalue_below`` rule's threshold, else 0.01."""
+    for rule in policy.rules:
+        thr = getattr(rule.condition, "threshold", None)
+        if rule.condition.signal == "ood_pvalue_below" and thr is not None:
+            return float(thr)
+    return 0.01
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every monitor signal at one moment (units: watts, joules, 0..1 fractions)."""
+
+    accuracy: float | None
+    mae: float | None
+    labels_in_window: int
+    ood_p_value: float | None  # latest sample's, with the exponential tail
+    ood_mean_p_value: float | None
+    ood_mean_tail_p_value: float | None
+    drift_detected: bool  # the latched episode
+    drift_statistic: float
+    drift_threshold: float
+    raw_alarms: int
+    power_w: float | None  # None before two inferences
+    energy_j_total: float
+    inference_j_total: float
+    learning_j_total: float
+    spike_density: dict[str, float] = field(default_factory=dict)
+    silent_layers: tuple[str, ...] = ()
+    saturated_layers: tuple[str, ...] = ()
+
+
+class MonitorSet:
+    """The device's monitors; the OOD monitor itself belongs to the served model."""
+
+    def __init__(self, cfg: MonitorsConfig, task_kind: str) -> None:
+        self._task = task_kind
+        self._energy_lock = threading.Lock()
+        self._energy_t = -float("inf")
+        self.episodes = DriftEpisodes()
+        self.window = DriftWindow()
+        self._build(cfg)
+
+    def _build(self, cfg: MonitorsConfig) -> None:
+        self.cfg = cfg
+        self.energy = EnergyMonitor(window_s=cfg.power_window_s)
+        self.density = SpikeDensityMonitor(
+            window=cfg.spike_density_window_samples,
+            silent_below=cfg.silent_threshold,
+            saturated_above=cfg.saturated_threshold,
+        )
+        self.accuracy = AccuracyMonitor(
+            window=cfg.accuracy_window_labels, task=self._task, max_pending=RECENT_SAMPLES
+        )
+
+    def apply(self, cfg: MonitorsConfig) -> None:
+        """A reloaded policy's windows; monitors whose settings did not change keep
+        their state."""
+        old = self.cfg
+        energy, density, accuracy = self.energy, self.density, self.accuracy
+        self._build(cfg)
+        if cfg.power_window_s == old.power_window_s:
+            self.energy = energy
+        if (cfg.spike_density_window_samples, cfg.silent_threshold, cfg.saturated_threshold) == (
+            old.spike_density_window_samples, old.silent_threshold, old.saturated_threshold
+        ):  # fmt: skip
+            self.density = density
+        if cfg.accuracy_window_labels == old.accuracy_window_labels:
+            self.accuracy = accuracy
+
+    # -- updates -----------------------------------------------------------------------
+
+    def update(
+        self,
+        served: Served,
+        pred: Prediction,
+        batch: np.ndarray,
+        ids: list[str],
+        n_before: int,
+        t_s: float,
+    ) -> tuple[int, Onset | None]:
+        """One served batch (``n_before`` samples served before it): every monitor is
+        updated once. Returns the raw alarms it raised and the detection, if any."""
+        n = len(batch)
+        self.report_energy(pred.energy_j, 0.0, t_s, n)
+        self.density.update(pred.telemetry)
+        ood = served.ood
+        alarms0 = ood.n_alarms
+        ood.update(pred.hidden_counts, pred.outputs)
+        self.window.add(batch)
+        new = ood.n_alarms - alarms0
+        offset = n_before + n - ood.n_seen  # global sample = offset + detector index + 1
+        first = tuple(getattr(ood.detector, "alarm_indices", ()))
+        first_sample = offset + first[0] + 1 if first else n_before + n
+        onset = self.episodes.observe(new, first_sample, n_before + n, t_s)
+        if onset is not None:
+            change = getattr(ood.detector, "change_index", None)
+            if change is not None:
+                self.episodes.note_change_point(offset + int(change) + 1)
+        flat = np.asarray(pred.labels).reshape(n, -1)[:, 0]
+        self.accuracy.record(ids, flat)
+        return new, onset
+
+    def report_energy(self, inference_j: float, learning_j: float, t_s: float, n: int) -> None:
+        """From either thread. A recalibration reports its learning energy at its start
+        time, after serving moved on: clamp so the monitor never sees time go back."""
+        with self._energy_lock:
+            t_s = max(t_s, self._energy_t)
+            self._energy_t = t_s
+            self.energy.update(inference_j, learning_j, t_s, n_inferences=n)
+
+    def swapped(self) -> None:
+        """A new model serves: its episode, window and accuracy start afresh."""
+        self.window.clear()
+        self.accuracy.reset()
+        self.episodes.reset()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def snapshot(self, served: Served) -> Snapshot:
+        ood, e, d, a = served.ood, self.energy, self.density, self.accuracy
+        tail = ood.tail_p_values
+        return Snapshot(
+            accuracy=a.accuracy,
+            mae=a.mae,
+            labels_in_window=a.n_in_window,
+            ood_p_value=tail[-1] if tail else None,
+            ood_mean_p_value=ood.mean_p_value,
+            ood_mean_tail_p_value=ood.mean_tail_p_value,
+            drift_detected=self.episodes.active,
+            drift_statistic=float(ood.statistic),
+            drift_threshold=float(ood.detector.threshold),
+            raw_alarms=int(ood.n_alarms),
+            power_w=e.power_w if e.n_inferences > 1 else None,
+            energy_j_total=e.energy_j_total,
+            inference_j_total=e.inference_j_total,
+            learning_j_total=e.learning_j_total,
+            spike_density=dict(d.density),
+            silent_layers=tuple(d.silent_layers),
+            saturated_layers=tuple(d.saturated_layers),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy.state_dict()}

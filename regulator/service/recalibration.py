@@ -1,0 +1,293 @@
+"""Recalibration: clone the served model, adapt it, check it, then swap atomically or
+discard (STYLE §2). Requests from every trigger pass through one
+:class:`~regulator.service.jobs.RecalibrationState`; the hourly limit and the daily
+learning-energy budget are checked before any work starts.
+
+Which data it adapts on: the labels and unlabelled inputs of the *current* environment,
+cut at the drift detector's change-point estimate (and at the last swap), so no sample
+of the previous environment re-normalises the new one. The candidate is built by the
+:class:`~regulator.service.executor.Executor` (a worker process in the daemon).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from regulator.errors import RegulatorError
+from regulator.service.actions import Trigger
+from regulator.service.candidate import CandidateRequest, build_candidate
+from regulator.service.intake import Split, split_support
+from regulator.service.jobs import Mode, RecalibrationState, Request
+from regulator.service.labels import Label
+
+if TYPE_CHECKING:
+    from regulator.service.runtime import Runtime
+
+__all__ = ["LABEL_LOOKBACK_S", "RECENT_FOR_RENORMALISATION", "Outcome", "RecalibrationResult",
+           "Recalibrator"]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+LABEL_LOOKBACK_S = 2.0  # labels this long before a detection count as post-shift
+RECENT_FOR_RENORMALISATION = 400  # newest unlabelled inputs a candidate re-normalises on
+
+Outcome = Literal["accepted", "rejected", "failed", "skipped"]
+
+
+@dataclass
+class RecalibrationResult:
+    """Outcome of one recalibration job, as logged and reported."""
+
+    trigger: str
+    mode: str
+    outcome: Outcome
+    reason: str
+    t_s: float
+    seconds: float = 0.0
+    version: str | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Recalibrator:
+    """Requests, the waiting for labels, and the job itself, for one runtime."""
+
+    def __init__(self, rt: Runtime, submit: Callable[[Callable[[], Any]], bool] | None) -> None:
+        self._rt = rt
+        self._submit = submit  # None: run jobs inline (replay, tests)
+        self.state = RecalibrationState()
+        self.results: list[RecalibrationResult] = []
+        self.waiting_need = 0
+        self._refunds = 0  # rule-fired recalibrations that did no work (see drain_refunds)
+
+    # -- requests ----------------------------------------------------------------------
+
+    def request(
+        self, trigger: Trigger, mode: Mode = "supervised", reason: str = "", key: str | None = None
+    ) -> dict[str, Any]:
+        """Schedule one recalibration (idempotent while one is pending). A refused
+        request (duplicate, over a limit, one already pending) releases its ``key``."""
+        rt, st = self._rt, self.state
+        if not st.claim(key):
+            return {"scheduled": False, "reason": "duplicate alert"}
+        try:
+            if trigger == "rule" and mode == "supervised" and st.waiting is not None:
+                return {"scheduled": False, "reason": "waiting for labelled samples"}
+            if trigger != "rule":  # rules were checked by the engine, with these signals
+                blocked = rt.engine.recalibration_blocked(rt.signals())
+                if blocked:
+                    rt.metrics.record_recalibration(trigger, "skipped")
+                    rt.state.events.append(
+                        "recalibration", trigger=trigger, outcome="skipped", reason=blocked
+                    )
+                    return {"scheduled": False, "reason": blocked}
+            req = Request(trigger, mode, reason, key)
+            if not st.enqueue(req):
+                return {"scheduled": False, "reason": "a recalibration is already pending"}
+        finally:
+            st.release(key)  # enqueue() holds it again for the request it took
+        if self._submit is None:
+            res = self._job(req)
+            return {"scheduled": True, "outcome": res.outcome, "reason": res.reason}
+        if not self._submit(lambda: self._job(req)):
+            st.unqueue()
+            return {"scheduled": False, "reason": "a recalibration is already pending"}
+        return {"scheduled": True, "reason": ""}
+
+    def retry_waiting(self) -> None:
+        """At a tick: a recalibration waiting for labels runs once they have arrived."""
+        waiting = self.state.waiting
+        if waiting is None:
+            return
+        self.waiting_need = self._split(self._labels(count=False)).need
+        if self.waiting_need == 0:
+            self.request(waiting.trigger, "supervised", f"labels arrived; {waiting.reason}")
+
+    def drain_refunds(self) -> int:
+        """How many rule-fired recalibrations only waited since the last call: they do
+        not count towards ``max_per_hour`` (the engine is refunded)."""
+        n, self._refunds = self._refunds, 0
+        return n
+
+    def _job(self, req: Request) -> RecalibrationResult:
+        self.state.start()
+        waiting = False
+        try:
+            res = self.run(req.trigger, req.mode, req.reason)
+            waiting = res.outcome == "skipped" and req.mode == "supervised"
+            return res
+        finally:
+            self.state.finish(waiting)
+
+    # -- the data of the current environment ---------------------------------------------
+
+    def shift_time(self) -> float:
+        """Where the current environment began: the last swap, or the drift detector's
+        change-point estimate (less a short lookback) when that is later."""
+        rt = self._rt
+        since = rt.serving.swapped_at
+        ep = rt.monitors.episodes
+        if ep.since_t_s is not None:
+            t_change = None
+            if ep.change_sample is not None:
+                t_change = rt.intake.time_of_sample(ep.change_sample)
+            start = ep.since_t_s if t_change is None else min(t_change, ep.since_t_s)
+            since = max(since, start - LABEL_LOOKBACK_S)
+        return since
+
+    def _labels(self, count: bool) -> list[Label]:
+        rt = self._rt
+        return rt.intake.labels_since(self.shift_time(), rt.serving.check, count)
+
+    def _split(self, labels: list[Label]) -> Split:
+        rt = self._rt
+        cfg = rt.policy.recalibration
+        return split_support(labels, rt.serving.check.classifies, cfg.k_shot, cfg.holdout_per_class)
+
+    def _unlabelled(self) -> np.ndarray:
+        rt = self._rt
+        ep = rt.monitors.episodes
+        first = ep.change_sample if ep.active and ep.change_sample is not None else 0
+        since_t = rt.serving.swapped_at
+        return rt.intake.unlabelled(first, since_t, RECENT_FOR_RENORMALISATION)
+
+    # -- the job -------------------------------------------------------------------------
+
+    def run(self, trigger: str, mode: Mode, reason: str = "") -> RecalibrationResult:
+        """Clone, adapt, check on held-out labels, then swap atomically or discard."""
+        rt = self._rt
+        t_start = rt.clock()
+        wall0 = time.perf_counter()
+        served = rt.serving
+        split = self._split(self._labels(count=True))
+        self.waiting_need = split.need
+        if split.need > 0 and mode == "supervised":
+            # The label-free stopgap is only taken when some held-out labels can check
+            # it: without labels a re-normalised model can look in-distribution and
+            # still be wrong (measured on the gas-drift replay).
+            if not rt.policy.recalibration.allow_label_free_fallback or not split.holdout:
+                why = f"waiting for {split.need} more labelled samples"
+                if trigger == "rule":
+                    self._refunds += 1
+                return self._finish(
+                    RecalibrationResult(trigger, mode, "skipped", why, t_start), wall0
+                )
+            mode = "label_free"
+        rt.hourly.note(t_start)  # only real work counts against max_per_hour
+
+        def stack(labels: list[Label]) -> tuple[np.ndarray | None, np.ndarray | None]:
+            if not labels:
+                return None, None
+            x = np.stack([np.asarray(lab.x, np.float32) for lab in labels])
+            return x, np.asarray([lab.y for lab in labels])
+
+        support = split.support if mode == "supervised" else []
+        sx, sy = stack(support)
+        hx, hy = stack(split.holdout)
+        recent = self._unlabelled()
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=rt.state.root))
+        except OSError as err:
+            why = f"state directory: {err}"
+            return self._finish(RecalibrationResult(trigger, mode, "failed", why, t_start), wall0)
+        try:
+            req = CandidateRequest(
+                model_dir=str(rt.registry.path(served.version)),
+                profile=rt.policy.device.profile,
+                seed=rt.policy.device.seed,
+                mode=mode,
+                support_x=sx,
+                support_y=sy,
+                holdout_x=hx,
+                holdout_y=hy,
+                recent_x=recent,
+                margin=rt.policy.recalibration.acceptance_margin,
+                out_dir=str(tmp),
+            )
+            timeout = rt.policy.recalibration.timeout_s
+            try:
+                res = rt.executor.run(build_candidate, req, timeout_s=timeout)
+            except (RegulatorError, ValueError, RuntimeError, OSError) as err:
+                log.exception("recalibration failed")
+                return self._finish(
+                    RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0
+                )
+            rt.budget.add(float(res.cost.get("learning_energy_j", 0.0)), rt.wall_clock())
+            if not res.accepted or res.folder is None:
+                return self._finish(
+                    RecalibrationResult(
+                        trigger,
+                        mode,
+                        "rejected",
+                        res.reason,
+                        t_start,
+                        evaluation=res.evaluation,
+                        cost=res.cost,
+                    ),
+                    wall0,
+                )
+            try:  # a full disk or a refused reserve: the candidate is discarded
+                version = rt.registry.add(
+                    res.folder,
+                    parent=served.version,
+                    trigger=trigger,
+                    data_used={
+                        "mode": mode,
+                        "support": [lab.sample_id for lab in support],
+                        "holdout": [lab.sample_id for lab in split.holdout],
+                        "unlabelled": len(recent),
+                    },
+                    evaluation={**res.evaluation, "reason": reason},
+                )
+                rt.registry.promote(version)
+                new = rt.slot.load(version, rt.clock())  # off the serving thread
+            except (RegulatorError, OSError) as err:
+                log.error("recalibration: cannot store the candidate: %s", err)
+                why = f"cannot store the candidate: {err}"
+                return self._finish(
+                    RecalibrationResult(trigger, mode, "failed", why, t_start), wall0
+                )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rt.swap_in(new)
+        self.waiting_need = 0
+        return self._finish(
+            RecalibrationResult(
+                trigger,
+                mode,
+                "accepted",
+                res.reason,
+                t_start,
+                version=version,
+                evaluation=res.evaluation,
+                cost=res.cost,
+            ),
+            wall0,
+        )
+
+    def _finish(self, res: RecalibrationResult, wall0: float) -> RecalibrationResult:
+        rt = self._rt
+        res.seconds = time.perf_counter() - wall0
+        self.results.append(res)
+        rt.bound(self.results)
+        rt.metrics.record_recalibration(res.trigger, res.outcome, res.seconds)
+        learning_j = float(res.cost.get("learning_energy_j", 0.0))
+        if learning_j > 0:
+            rt.metrics.energy.labels(phase="learning").inc(learning_j)
+            rt.monitors.report_energy(0.0, learning_j, res.t_s, 0)
+        rt.state.events.append("recalibration", **res.to_dict())
+        log.info("recalibration %s: %s (%s)", res.outcome, res.reason, res.trigger)
+        rt.save_monitors()
+        return res
