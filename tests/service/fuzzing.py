@@ -1,13 +1,15 @@
 """Schemathesis against a running daemon's own ``/openapi.json``, with the token: every
 documented operation, positive and (for bodies) negative cases, bounded in count.
 
-Used by the test suite (a few hundred requests) and by ``bench/fault_matrix.py``
-(thousands). A 5xx is a failure, except a 503 from ``/readyz`` or ``/healthz``, which
-is their contract (not ready, or the main loop stalled).
+Used by the test suite (a few hundred requests) and by ``bench/api_fuzz.py``
+(thousands); :func:`fuzz_daemon_stateful` walks linked sequences of calls. A 5xx is a
+failure, except a 503 from ``/readyz`` or ``/healthz``, which is their contract (not
+ready, or the main loop stalled).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,4 +80,96 @@ def fuzz_daemon(
                 call()
             except Unsatisfiable:  # nothing to vary (no parameters): the positive run did it
                 continue
+    return report
+
+
+# -- stateful: sequences of calls that follow OpenAPI links -----------------------------------
+
+SAMPLES_OP = "samples_v1_samples_post"
+FEEDBACK_OP = "feedback_v1_feedback_post"
+
+
+def with_links(spec: dict[str, Any], x: list[Any]) -> dict[str, Any]:
+    """The daemon's document with OpenAPI links added (it serves none: it has no path
+    parameters, and its responses carry no schemas), so that schemathesis' stateful
+    phase walks the daemon's real workflow: look at the status, push a sample of the
+    served model's shape ``x``, label that very sample by the id the answer gave it
+    (alone, or with its input), recalibrate, look at the status and the models, roll
+    back, look again."""
+    spec = json.loads(json.dumps(spec))
+    paths = spec["paths"]
+
+    def link(path: str, method: str, code: str, name: str, op: str, body: Any = None) -> None:
+        definition: dict[str, Any] = {"operationId": op}
+        if body is not None:
+            definition["requestBody"] = body
+        paths[path][method]["responses"][code].setdefault("links", {})[name] = definition
+
+    push = {"samples": [{"sample_id": "stateful-1", "x": x}]}
+    link("/v1/status", "get", "200", "PushSample", SAMPLES_OP, push)
+    # a label for the id alone races the main loop taking the sample from the queue (422
+    # unknown_sample until it has); with its input too it is a labelled sample
+    link("/v1/samples", "post", "200", "LabelIt", FEEDBACK_OP,
+         {"items": [{"sample_id": "$response.body#/ids/0", "y": 0}]})  # fmt: skip
+    link("/v1/samples", "post", "200", "LabelItWithInput", FEEDBACK_OP,
+         {"items": [{"sample_id": "$response.body#/ids/0", "x": x, "y": 0}]})  # fmt: skip
+    link("/v1/feedback", "post", "200", "Recalibrate", "recalibrate_v1_recalibrate_post", {})
+    link("/v1/recalibrate", "post", "202", "Status", "status_v1_status_get")
+    link("/v1/recalibrate", "post", "202", "Models", "models_v1_models_get")
+    link("/v1/models", "get", "200", "RollBack", "rollback_v1_rollback_post")
+    link("/v1/rollback", "post", "200", "ModelsAfter", "models_v1_models_get")
+    link("/v1/rollback", "post", "409", "StatusAfter", "status_v1_status_get")
+    return spec
+
+
+@dataclass
+class StatefulReport(FuzzReport):
+    """A stateful run: also the calls by operation and answer, and the scenarios."""
+
+    by_operation: Counter[str] = field(default_factory=Counter)
+    scenarios: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "scenarios": self.scenarios,
+                "by_operation": dict(sorted(self.by_operation.items()))}  # fmt: skip
+
+
+def fuzz_daemon_stateful(
+    base_url: str, token: str, x: list[Any], max_examples: int, steps: int = 10
+) -> StatefulReport:
+    """``max_examples`` scenarios of up to ``steps`` linked calls against ``base_url``
+    (derandomized); every answer recorded, every 5xx but a health route's 503 kept."""
+    spec = with_links(httpx.get(f"{base_url}/openapi.json", timeout=10).json(), x)
+    schema = schemathesis.openapi.from_dict(spec)
+    report = StatefulReport()
+    auth = {"Authorization": f"Bearer {token}"}
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            report.scenarios += 1
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": base_url, "headers": auth, "timeout": 30}
+
+        def validate_response(self, response: Any, case: Any, **kw: Any) -> None:
+            report.requests += 1
+            report.codes[response.status_code] += 1
+            report.by_operation[f"{case.method} {case.path} {response.status_code}"] += 1
+            health = response.status_code == 503 and case.path in HEALTH_ROUTES
+            if response.status_code >= 500 and not health:
+                report.server_errors.append(
+                    {"method": case.method, "path": case.path, "status": response.status_code,
+                     "body": repr(case.body)[:300], "answer": response.text[:300]}
+                )  # fmt: skip
+
+    Machine.run(
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=steps,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
     return report
