@@ -94,7 +94,7 @@ def with_links(spec: dict[str, Any], x: list[Any]) -> dict[str, Any]:
     parameters, and its responses carry no schemas), so that schemathesis' stateful
     phase walks the daemon's real workflow: look at the status, push a sample of the
     served model's shape ``x``, label that very sample by the id the answer gave it
-    (alone, or with its input), recalibrate, look at the status and the models, roll
+    (with its input), recalibrate, look at the status and the models, roll
     back, look again."""
     spec = json.loads(json.dumps(spec))
     paths = spec["paths"]
@@ -107,11 +107,9 @@ def with_links(spec: dict[str, Any], x: list[Any]) -> dict[str, Any]:
 
     push = {"samples": [{"sample_id": "stateful-1", "x": x}]}
     link("/v1/status", "get", "200", "PushSample", SAMPLES_OP, push)
-    # a label for the id alone races the main loop taking the sample from the queue (422
-    # unknown_sample until it has); with its input too it is a labelled sample
+    # with its input: a label for the id alone races the main loop taking the sample from
+    # the queue (422 unknown_sample until it has)
     link("/v1/samples", "post", "200", "LabelIt", FEEDBACK_OP,
-         {"items": [{"sample_id": "$response.body#/ids/0", "y": 0}]})  # fmt: skip
-    link("/v1/samples", "post", "200", "LabelItWithInput", FEEDBACK_OP,
          {"items": [{"sample_id": "$response.body#/ids/0", "x": x, "y": 0}]})  # fmt: skip
     link("/v1/feedback", "post", "200", "Recalibrate", "recalibrate_v1_recalibrate_post", {})
     link("/v1/recalibrate", "post", "202", "Status", "status_v1_status_get")

@@ -53,7 +53,7 @@ def test_links_name_real_operations(daemon: DaemonProcess) -> None:
         for resp in op["responses"].values()
         for name in resp.get("links", {})
     ]
-    assert len(links) == 9
+    assert len(links) == 8
     # raises on a link to an unknown operation (and adds the links it infers, in place)
     assert schemathesis.openapi.from_dict(spec).as_state_machine() is not None
 
