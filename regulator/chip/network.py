@@ -12,6 +12,8 @@ state precision, mismatch, noise, lost events, stuck synapses and drift; the
 from __future__ import annotations
 
 import itertools
+import math
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -290,7 +292,12 @@ class SpikingNetwork(nn.Module):
                 state_range=profile.state_range if profile is not None else 1.0,
             )
             w_rec = weights.get(f"recurrent.{li}")
-            s, _ = lif_sequence_(cur, params, w_rec, sigma_v, generator)
+            normal = (
+                params.state_bits is not None
+                and w_rec is None
+                and _currents_normal(s, binary_in, w, self._linear(li).bias)
+            )
+            s, _ = lif_sequence_(cur, params, w_rec, sigma_v, generator, normal)
             spiking_in = binary_in = True
             tally.layer_spikes(s, w_rec)
         cur = tally.synaptic_input(
@@ -417,6 +424,7 @@ class _ProgrammedWeights:
 
     def __init__(self, max_chips: int = 8) -> None:
         self._max = max_chips
+        self._lock = threading.Lock()  # forwards on several threads share one network
         self._chips: OrderedDict[int, tuple[weakref.ref[ChipInstance], dict[str, _Programmed]]]
         self._chips = OrderedDict()
 
@@ -430,6 +438,12 @@ class _ProgrammedWeights:
         self, net: SpikingNetwork, name: str, w: torch.Tensor, chip: ChipInstance
     ) -> torch.Tensor:
         """``net._programmed(name, w, chip)`` without gradient, computed at most once."""
+        with self._lock:
+            return self._get(net, name, w, chip)
+
+    def _get(
+        self, net: SpikingNetwork, name: str, w: torch.Tensor, chip: ChipInstance
+    ) -> torch.Tensor:
         key = id(chip)
         slot = self._chips.get(key)
         if slot is None or slot[0]() is not chip:
@@ -440,7 +454,9 @@ class _ProgrammedWeights:
         self._chips.move_to_end(key)
         entry = slot[1].get(name)
         if entry is None or not entry.holds(name, w, chip):
-            entry = _Programmed.of(name, w, chip, net._programmed(name, w, chip, False))
+            with torch.no_grad():
+                value = net._programmed(name, w, chip, False)
+            entry = _Programmed.of(name, w, chip, value)
             slot[1][name] = entry
         return entry.value
 
@@ -546,6 +562,26 @@ class _Tally:
     def counts(self) -> torch.Tensor:
         """Spikes per hidden neuron per sample ``[B, sum(hidden)]``."""
         return torch.cat(self._counts, dim=1).detach()
+
+
+def _smallest_nonzero(x: torch.Tensor) -> float:
+    a = x.detach().abs()
+    a = a[a > 0]
+    return float(a.min()) if a.numel() else math.inf
+
+
+def _currents_normal(
+    s: torch.Tensor, binary: bool, w: torch.Tensor, bias: torch.Tensor | None
+) -> bool:
+    """Whether no non-zero input current ``s @ w.T + bias`` can be smaller than
+    ``dynamics.CURRENT_FLOOR``: every product of floats ``x`` and ``w`` is a multiple of
+    about ``|x| |w| 2**-48``, so sums of them (and of the bias) are zero or at least
+    that; ``2**-50`` for the smallest ``|x| |w|`` and ``2**-70`` for the bias keep them
+    above ``2**-100``."""
+    smallest_in = 1.0 if binary else _smallest_nonzero(s)
+    if smallest_in * _smallest_nonzero(w) < 2.0**-50:
+        return False
+    return bias is None or _smallest_nonzero(bias) >= 2.0**-70
 
 
 def _dense_macs(x: torch.Tensor, weights: dict[str, torch.Tensor], cfg: NetworkConfig) -> int:

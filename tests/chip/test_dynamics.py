@@ -6,7 +6,7 @@ import torch
 from norse.torch.functional.leaky_integrator import LIParameters, LIState, li_feed_forward_step
 from norse.torch.functional.lif import LIFFeedForwardState, LIFParameters, lif_feed_forward_step
 
-from regulator.chip.dynamics import LIFParams, li_kernel, li_mean, lif_sequence_
+from regulator.chip.dynamics import LIFParams, grid_scale, li_kernel, li_mean, lif_sequence_
 
 DT, TAU_MEM, TAU_SYN = 1e-3, 100.0, 200.0
 
@@ -59,3 +59,18 @@ def test_li_mean_is_the_mean_of_norses_li_steps() -> None:
     ours = li_mean(cur, li_kernel(64, a_mem, neg_b, torch.float32))
     expected = (v_sum / 64).float()
     assert torch.allclose(ours, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_a_power_of_two_grid_run_in_units_of_the_step_gives_the_same_result() -> None:
+    cur = _currents(40, 6, 20, seed=5)
+    a_mem, neg_b = _factors()
+    p = LIFParams(a_mem=a_mem, neg_b_syn=neg_b, v_th=1.0, state_bits=16, state_range=16.0)
+    assert grid_scale(p, 0.02) == 2.0**11
+    runs = []
+    for normal in (False, True):
+        g = torch.Generator().manual_seed(7)
+        runs.append(lif_sequence_(cur.clone(), p, None, 0.02, g, currents_normal=normal))
+    (z_plain, s_plain), (z_grid, s_grid) = runs
+    assert z_plain.sum() > 20
+    assert torch.equal(z_plain, z_grid)
+    assert torch.equal(s_plain.v, s_grid.v) and torch.equal(s_plain.i, s_grid.i)

@@ -376,3 +376,16 @@ def test_a_used_network_copies_and_pickles_and_the_copy_computes_the_same() -> N
         assert torch.equal(net(x, ChipInstance.create("loihi", CFG)).outputs, before.outputs)
         changed = twin(x, ChipInstance.create("loihi", CFG))
     assert not torch.equal(changed.hidden_counts, before.hidden_counts)
+
+
+@pytest.mark.parametrize("profile", ["loihi", "memristive"])
+@pytest.mark.parametrize("scale", [1e-39, 1e-30, 1e30], ids=["subnormal", "tiny", "huge"])
+def test_inference_path_gives_the_stepwise_spikes_for_extreme_inputs(
+    profile: str, scale: float
+) -> None:
+    # Quantised layers run in units of their grid step only where that is exact.
+    net = SpikingNetwork(CFG, init_seed=3)
+    x = _input(CFG, 4, seed=2) * scale
+    chips = [ChipInstance.create(profile, CFG, seed=1) for _ in "ab"]
+    with torch.no_grad():
+        _same_forward(net(x, chips[0]), net.forward_stepwise(x, chips[1], False))
