@@ -67,6 +67,9 @@ class MonitorSet:
 
     def __init__(self, cfg: MonitorsConfig, task_kind: str) -> None:
         self._task = task_kind
+        # The main loop updates, HTTP threads add labels and scrapes read: one lock, held
+        # for the monitors' own arithmetic only (never for a chip forward).
+        self._lock = threading.RLock()
         self._energy_lock = threading.Lock()
         self._energy_t = -float("inf")
         self.episodes = DriftEpisodes()
@@ -88,6 +91,10 @@ class MonitorSet:
     def apply(self, cfg: MonitorsConfig) -> None:
         """A reloaded policy's windows; monitors whose settings did not change keep
         their state."""
+        with self._lock:
+            self._apply(cfg)
+
+    def _apply(self, cfg: MonitorsConfig) -> None:
         old = self.cfg
         energy, density, accuracy = self.energy, self.density, self.accuracy
         self._build(cfg)
@@ -113,6 +120,18 @@ class MonitorSet:
     ) -> tuple[int, Onset | None]:
         """One served batch (``n_before`` samples served before it): every monitor is
         updated once. Returns the raw alarms it raised and the detection, if any."""
+        with self._lock:
+            return self._update(served, pred, batch, ids, n_before, t_s)
+
+    def _update(
+        self,
+        served: Served,
+        pred: Prediction,
+        batch: np.ndarray,
+        ids: list[str],
+        n_before: int,
+        t_s: float,
+    ) -> tuple[int, Onset | None]:
         n = len(batch)
         self.report_energy(pred.energy_j, 0.0, t_s, n)
         self.density.update(pred.telemetry)
@@ -141,15 +160,25 @@ class MonitorSet:
             self._energy_t = t_s
             self.energy.update(inference_j, learning_j, t_s, n_inferences=n)
 
+    def label(self, ids: list[str], y: np.ndarray) -> None:
+        """Labels of earlier predictions, for the accuracy window."""
+        with self._lock:
+            self.accuracy.label(ids, y)
+
     def swapped(self) -> None:
         """A new model serves: its episode, window and accuracy start afresh."""
-        self.window.clear()
-        self.accuracy.reset()
-        self.episodes.reset()
+        with self._lock:
+            self.window.clear()
+            self.accuracy.reset()
+            self.episodes.reset()
 
     # -- reading -----------------------------------------------------------------------
 
     def snapshot(self, served: Served) -> Snapshot:
+        with self._lock, self._energy_lock:
+            return self._snapshot(served)
+
+    def _snapshot(self, served: Served) -> Snapshot:
         ood, e, d, a = served.ood, self.energy, self.density, self.accuracy
         tail = ood.tail_p_values
         return Snapshot(
@@ -173,4 +202,5 @@ class MonitorSet:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy.state_dict()}
+        with self._lock:
+            return {"accuracy": self.accuracy.state_dict()}

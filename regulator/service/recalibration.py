@@ -98,11 +98,15 @@ class Recalibrator:
                 return {"scheduled": False, "reason": "a recalibration is already pending"}
         finally:
             st.release(key)  # enqueue() holds it again for the request it took
+        return self._hand_on(req)
+
+    def _hand_on(self, req: Request) -> dict[str, Any]:
+        """Run a queued request inline, or hand it to the scheduler's worker."""
         if self._submit is None:
             res = self._job(req)
             return {"scheduled": True, "outcome": res.outcome, "reason": res.reason}
         if not self._submit(lambda: self._job(req)):
-            st.unqueue()
+            self.state.unqueue()
             return {"scheduled": False, "reason": "a recalibration is already pending"}
         return {"scheduled": True, "reason": ""}
 
@@ -113,7 +117,9 @@ class Recalibrator:
             return
         self.waiting_need = self._split(self._labels(count=False)).need
         if self.waiting_need == 0:
-            self.request(waiting.trigger, "supervised", f"labels arrived; {waiting.reason}")
+            req = Request(waiting.trigger, "supervised", f"labels arrived; {waiting.reason}")
+            if self.state.enqueue(req):
+                self._hand_on(req)
 
     def drain_refunds(self) -> int:
         """How many rule-fired recalibrations only waited since the last call: they do

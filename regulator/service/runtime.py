@@ -265,7 +265,7 @@ class Runtime:
             self.metrics.labels_received.inc(len(out.accepted))
         if out.matched:
             ids = [sid for sid, _ in out.matched]
-            self.monitors.accuracy.label(ids, np.asarray([y for _, y in out.matched]))
+            self.monitors.label(ids, np.asarray([y for _, y in out.matched]))
         return {"accepted": len(out.accepted), "rejected": out.rejected}
 
     def _count_reject(self, reason: RejectReason) -> None:

@@ -181,3 +181,28 @@ def test_shipped_prior_recovers_accuracy_after_a_shift(tmp_path: Path) -> None:
         assert served_acc > prior_acc + 0.1, (prior_acc, served_acc)
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("trigger", ["rule", "http"])
+def test_a_waiting_recalibration_runs_when_labels_arrive(
+    tmp_path: Path, tiny_prior: Path, trigger: str
+) -> None:
+    """Whoever asked, a recalibration that waits for labels runs at the first tick after
+    they arrive (a rule's request was refused as 'waiting' by its own retry)."""
+    rt, clock = _runtime(tmp_path, tiny_prior, recalibration={"k_shot": 2, "holdout_per_class": 1,
+                         "max_per_hour": 60, "allow_label_free_fallback": False})  # fmt: skip
+    try:
+        fam = make_family("nanosensor")
+        x, y = fam.sample(fam.nominal_environment(), 60, np.random.default_rng(2))
+        _stream(rt, clock, x, 0)
+        out = rt.request_recalibration(trigger)  # type: ignore[arg-type]
+        assert out["outcome"] == "skipped"
+        assert rt.status()["recalibration"]["phase"] == "waiting"
+        clock[0] += 1.0
+        rt.add_labels([(f"l{i}", int(y[i]), x[i]) for i in range(len(y))])
+        n0 = len(rt.results)
+        rt.tick()
+        assert len(rt.results) == n0 + 1 and rt.results[-1].outcome in {"accepted", "rejected"}
+        assert rt.status()["recalibration"]["phase"] == "idle"
+    finally:
+        rt.close()
