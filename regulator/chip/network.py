@@ -565,9 +565,11 @@ class _Tally:
 
 
 def _smallest_nonzero(x: torch.Tensor) -> float:
+    """Smallest non-zero ``|x|`` (infinity when there is none)."""
+    if x.numel() == 0:
+        return math.inf
     a = x.detach().abs()
-    a = a[a > 0]
-    return float(a.min()) if a.numel() else math.inf
+    return float(a.masked_fill_(a == 0, math.inf).amin())
 
 
 def _currents_normal(
