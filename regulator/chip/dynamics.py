@@ -27,6 +27,9 @@ class LIFParams:
     threshold, scalar or per neuron ``[n]``, in units of the network's v_th. With
     ``state_bits``, membrane and current are rounded to a ``state_bits``-bit grid over
     ``±state_range`` after each update (:func:`regulator.chip.quant.quantise_state`).
+
+    >>> LIFParams(a_mem=0.1, neg_b_syn=-0.2, v_th=1.0, state_bits=24, state_range=64.0)
+    LIFParams(a_mem=0.1, neg_b_syn=-0.2, v_th=1.0, state_bits=24, state_range=64.0)
     """
 
     a_mem: float
@@ -38,7 +41,12 @@ class LIFParams:
 
 @dataclass(frozen=True)
 class LIFState:
-    """Membrane ``v`` and synaptic current ``i``, each ``[B, n]``."""
+    """Membrane ``v`` and synaptic current ``i``, each ``[B, n]``.
+
+    >>> s = LIFState(v=torch.zeros(2, 3), i=torch.ones(2, 3))
+    >>> tuple(s.v.shape), float(s.i.sum())
+    ((2, 3), 6.0)
+    """
 
     v: torch.Tensor
     i: torch.Tensor

@@ -2,20 +2,21 @@
 
 Dynamics are Norse's (``norse.torch.functional.lif.lif_feed_forward_step`` and
 ``li_feed_forward_step``, the same Euler update in the same order, and Norse's
-SuperSpike surrogate for gradients), run by a lean loop: a feed-forward layer's input
-currents for all time steps are one matrix product, so per step only the element-wise
-neuron update remains. The profile (:mod:`regulator.chip.profiles`) decides weight and
-state precision, mismatch, noise, lost events, stuck synapses and drift; the
-:class:`ChipInstance` holds what is fixed per physical chip (seeded).
+SuperSpike surrogate for gradients). A layer's input currents for all time steps are
+one matrix product, so per step only the element-wise neuron update remains. With
+autograd, :meth:`SpikingNetwork.forward_stepwise` runs that update step by step, the
+definition; inference (no autograd) runs the fused loops of
+:mod:`regulator.chip.dynamics` on weights programmed once per change
+(:mod:`regulator.chip.programmed`), with the same spikes and telemetry. The profile
+(:mod:`regulator.chip.profiles`) decides weight and state precision, mismatch, noise,
+lost events, stuck synapses and drift; the :class:`ChipInstance` holds what is fixed
+per physical chip (seeded).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from regulator.chip.dynamics import LIFParams, li_kernel, li_mean, lif_sequence_
 from regulator.chip.profiles import ChipProfile, load_profile
+from regulator.chip.programmed import ProgrammedWeights
 from regulator.chip.quant import quantise_state, quantise_weight, weight_levels, weight_step
 from regulator.chip.telemetry import Telemetry
 from regulator.errors import InputError
@@ -155,7 +157,7 @@ class SpikingNetwork(nn.Module):
     def __init__(self, cfg: NetworkConfig, init_seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        self._cache = _ProgrammedWeights()
+        self._cache = ProgrammedWeights()
         g = torch.Generator().manual_seed(init_seed)
         sizes = [cfg.n_inputs, *cfg.hidden]
         self.layers = nn.ModuleList()
@@ -312,7 +314,13 @@ class SpikingNetwork(nn.Module):
         ws = self._weights()
         if chip is None:
             return ws
-        return {n: _read_noise(self._cache.get(self, n, w, chip), chip) for n, w in ws.items()}
+        return {
+            n: _read_noise(self._cache.get(n, w, chip, self._program), chip) for n, w in ws.items()
+        }
+
+    def _program(self, name: str, w: torch.Tensor, chip: ChipInstance) -> torch.Tensor:
+        with torch.no_grad():
+            return self._programmed(name, w, chip, False)
 
     def forward_stepwise(
         self, x: torch.Tensor, chip: ChipInstance | None, input_is_spikes: bool
@@ -414,88 +422,6 @@ def _read_noise(w: torch.Tensor, chip: ChipInstance) -> torch.Tensor:
     top = w.detach().abs().max()
     noise = torch.randn(w.shape, generator=chip.generator) * (p.noise_weight_sigma * top)
     return w + noise
-
-
-class _ProgrammedWeights:
-    """Weights as programmed on recently used chips, so that inference does not
-    re-quantise them every forward. An entry holds while the weight tensor is the same
-    object at the same version (in-place writes bump it) on the same chip with the same
-    profile, per-synapse draws and age. Not copied or pickled: a copy starts empty."""
-
-    def __init__(self, max_chips: int = 8) -> None:
-        self._max = max_chips
-        self._lock = threading.Lock()  # forwards on several threads share one network
-        self._chips: OrderedDict[int, tuple[weakref.ref[ChipInstance], dict[str, _Programmed]]]
-        self._chips = OrderedDict()
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _ProgrammedWeights:
-        return _ProgrammedWeights(self._max)
-
-    def __reduce__(self) -> tuple[type[_ProgrammedWeights], tuple[int]]:
-        return (_ProgrammedWeights, (self._max,))
-
-    def get(
-        self, net: SpikingNetwork, name: str, w: torch.Tensor, chip: ChipInstance
-    ) -> torch.Tensor:
-        """``net._programmed(name, w, chip)`` without gradient, computed at most once."""
-        with self._lock:
-            return self._get(net, name, w, chip)
-
-    def _get(
-        self, net: SpikingNetwork, name: str, w: torch.Tensor, chip: ChipInstance
-    ) -> torch.Tensor:
-        key = id(chip)
-        slot = self._chips.get(key)
-        if slot is None or slot[0]() is not chip:
-            slot = (weakref.ref(chip), {})
-            self._chips[key] = slot
-            while len(self._chips) > self._max:
-                self._chips.popitem(last=False)
-        self._chips.move_to_end(key)
-        entry = slot[1].get(name)
-        if entry is None or not entry.holds(name, w, chip):
-            with torch.no_grad():
-                value = net._programmed(name, w, chip, False)
-            entry = _Programmed.of(name, w, chip, value)
-            slot[1][name] = entry
-        return entry.value
-
-
-@dataclass(frozen=True)
-class _Programmed:
-    """One programmed weight and what it was computed from."""
-
-    weight: weakref.ref[torch.Tensor]
-    version: int
-    profile: ChipProfile
-    age_s: float
-    draws: tuple[torch.Tensor, ...]  # the chip's per-synapse gain, stuck masks, drift
-    draw_versions: tuple[int, ...]
-    value: torch.Tensor
-
-    @staticmethod
-    def _draws(name: str, chip: ChipInstance) -> tuple[torch.Tensor, ...]:
-        return tuple(
-            d[name] for d in (chip.weight_gain, chip.stuck_zero, chip.stuck_max, chip.drift_nu)
-        )
-
-    @classmethod
-    def of(cls, name: str, w: torch.Tensor, chip: ChipInstance, value: torch.Tensor) -> _Programmed:
-        draws = cls._draws(name, chip)
-        versions = tuple(d._version for d in draws)
-        return cls(weakref.ref(w), w._version, chip.profile, chip.age_s, draws, versions, value)
-
-    def holds(self, name: str, w: torch.Tensor, chip: ChipInstance) -> bool:
-        """Whether ``value`` is still ``w`` programmed on ``chip``."""
-        draws = self._draws(name, chip)
-        return (
-            self.weight() is w
-            and self.version == w._version
-            and self.profile is chip.profile
-            and self.age_s == chip.age_s
-            and all(a is b for a, b in zip(draws, self.draws, strict=True))
-            and tuple(d._version for d in draws) == self.draw_versions
-        )
 
 
 class _Tally:
