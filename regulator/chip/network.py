@@ -253,6 +253,8 @@ class SpikingNetwork(nn.Module):
             raise InputError("input holds NaN or infinite values")
         if n_steps is not None and n_steps < x.shape[0]:
             x = x[:n_steps]  # low-power mode: fewer time steps
+        # Under torch.func transforms (meta-training's inner loops) tensors are wrapped,
+        # and in-place updates of fresh buffers would not be seen through them.
         if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
             return self.forward_stepwise(x, chip, input_is_spikes)
         return self._forward_inference(x, chip, input_is_spikes)

@@ -62,7 +62,7 @@ def test_binned_encoder_lines_hold_and_dead_zone() -> None:
     # channel-major lines: (c0 b0, c0 b1, c1 b0, c1 b1); 0.1 sits in the dead zone
     assert out[0, 0].tolist() == [1.0, 3.0, 0.0, -2.0]
     assert torch.equal(out[1], out[0]) and not out[2:].any()
-    cfg = {k: v for k, v in enc.config().items() if k != "name"}
+    cfg = {k: float(v) for k, v in enc.config().items() if k != "name"}
     assert make_encoder("binned", **cfg).config() == enc.config()
     with pytest.raises(ConfigError):
         BinnedEncoder(n_bins=0)
