@@ -326,7 +326,24 @@ class RecalibrationConfig(_Section):
     k_shot: int = Field(default=5, ge=1, le=1000)
     """Labelled samples per class used to adapt."""
     holdout_per_class: int = Field(default=3, ge=1, le=1000)
-    """Labelled samples per class, not used to adapt, to compare candidate and serving."""
+    """Labelled samples per class, not used to adapt, to compare candidate and serving
+    (``acceptance: holdout`` only)."""
+    acceptance: Literal["holdout", "cross_validation"] = "holdout"
+    """How a candidate is checked before the swap: on ``holdout_per_class`` labels per
+    class kept out of the support, or by ``cross_validation`` on the support itself
+    (every label adapts; each fold of one label per class is predicted by a candidate
+    adapted without it, against the serving model on the same labels), which spends no
+    label on the check."""
+    max_shots_per_class: int | None = Field(default=None, ge=1, le=10_000)
+    """Labels of the current environment per class a recalibration may adapt on (the
+    newest); None: ``k_shot``. Above ``k_shot``, labels that arrive during a drift
+    episode refine the served model (see ``refine_error_above``)."""
+    refine_error_above: float | None = Field(default=None, ge=0, le=1)
+    """During a drift episode, after the swap: once ``k_shot`` labels per class have
+    arrived on the served model's own predictions and its error on them is above this,
+    a supervised recalibration (trigger ``labels``) adapts on every label of the episode
+    (up to ``max_shots_per_class``). Event-driven: nothing runs while the error stays
+    below. None: off."""
     acceptance_margin: float = Field(default=0.0, ge=0, le=1)
     """The candidate is accepted if its held-out accuracy is at most this much below
     the serving model's."""

@@ -20,8 +20,10 @@ from regulator.policy.model import Action, AlertsConfig
 
 __all__ = ["TRIGGERS", "ActionTable", "Handler", "Trigger", "alert_action"]
 
-Trigger = Literal["rule", "schedule", "alert", "http"]
-"""Who asked for an action (the ``trigger`` label of ``regulator_recalibrations_total``)."""
+Trigger = Literal["rule", "schedule", "alert", "http", "labels"]
+"""Who asked for an action (the ``trigger`` label of ``regulator_recalibrations_total``):
+``labels`` is the refinement that labels arriving after a swap start
+(``recalibration.refine_error_above``)."""
 TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 
 Handler = Callable[[Trigger, str, str | None], dict[str, Any]]

@@ -53,6 +53,7 @@ class CandidateRequest:
     recent_x: np.ndarray
     margin: float
     out_dir: str
+    acceptance: str = "holdout"  # "holdout" | "cross_validation" (policy recalibration)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,51 @@ def _ood_check(
     return p_c > p_s, why
 
 
+def _folds(y: np.ndarray, most: int = 5) -> list[np.ndarray]:
+    """Up to ``most`` folds of the support, each holding one label of every class that
+    has at least two (so that each fold's candidate still sees that class)."""
+    by_cls = [np.flatnonzero(y == c) for c in np.unique(y)]
+    by_cls = [idx for idx in by_cls if len(idx) >= 2]
+    n = min(most, max((len(idx) for idx in by_cls), default=0))
+    return [np.asarray([idx[j] for idx in by_cls if j < len(idx)]) for j in range(n)]
+
+
+def _cross_validate(
+    start: ModelBundle, serving: ModelBundle, req: CandidateRequest, chip: ChipInstance
+) -> tuple[bool, str, dict[str, Any], float]:
+    """The candidate's accuracy (or error) on the support by cross-validation — each
+    fold predicted by a clone adapted on the other labels, weights written exactly (no
+    chip write noise: a host-side estimate) — against the serving model on the same
+    labels. Returns (accept, why, evaluation, learning joules of the folds)."""
+    assert req.support_x is not None and req.support_y is not None
+    x, y = np.asarray(req.support_x, np.float32), np.asarray(req.support_y)
+    folds = _folds(y)
+    if not folds:
+        return False, "cross-validation needs at least two labels of some class", {}, 0.0
+    classify = serving.kind == "classification"
+    cand_hits: list[np.ndarray] = []
+    joules = 0.0
+    for val in folds:
+        train = np.setdiff1d(np.arange(len(y)), val)
+        model, rep = adapt(start, x[train], y[train], chip, chip_writes=False)
+        joules += float(rep.learning_energy_j)
+        with torch.no_grad():
+            pred = ChipModel(model, seed=req.seed).predict(x[val])
+        out = np.asarray(pred.labels).reshape(len(val), -1)[:, 0]
+        cand_hits.append(out == y[val] if classify else np.abs(out - y[val]))
+    checked = np.concatenate(folds)
+    cand = float(np.concatenate(cand_hits).mean())
+    base = _score(serving, x[checked], y[checked], req.seed)
+    m = req.margin
+    evaluation = {"method": "cross_validation", "folds": len(folds), "n_checked": len(checked),
+                  "n_holdout": 0, "serving": base, "candidate": cand}  # fmt: skip
+    if classify:
+        why = f"cross-validated accuracy {cand:.3f} vs serving {base:.3f} (margin {m})"
+        return cand >= base - m, why, evaluation, joules
+    why = f"cross-validated error {cand:.4f} vs serving {base:.4f} (margin {m})"
+    return cand <= base + m, why, evaluation, joules
+
+
 def build_candidate(req: CandidateRequest) -> CandidateResult:
     """Adapt, check and (if accepted) write a candidate; see the module docstring."""
     from regulator.meta.labelfree import recalibrate_label_free
@@ -111,11 +157,15 @@ def build_candidate(req: CandidateRequest) -> CandidateResult:
     chip = ChipInstance.create(serving.profile, serving.cfg, req.seed)
     recent = np.asarray(req.recent_x, dtype=np.float32)
     cost: dict[str, Any]
+    start = serving
     if req.mode == "supervised":
         if req.support_x is None or req.support_y is None or len(req.support_x) == 0:
             raise InputError("a supervised recalibration needs labelled support samples")
         start, lf_j = serving, 0.0
-        if len(recent) >= MIN_RECENT:
+        # A prior with episodic normalisation re-fits its normaliser on the support in
+        # adapt(), which would discard a re-normalisation done here (and homeostasis
+        # tuned to it): as in the offline protocol, the shots alone set it.
+        if len(recent) >= MIN_RECENT and not serving.episode_normalisation:
             # Re-normalise on unlabelled inputs of the new environment first; the few
             # shots then only have to fix what normalisation cannot.
             start, lf = recalibrate_label_free(serving, recent, chip)
@@ -133,7 +183,12 @@ def build_candidate(req: CandidateRequest) -> CandidateResult:
         candidate, lf = recalibrate_label_free(serving, recent, chip)
         cost = lf.to_dict()
     evaluation: dict[str, Any] = {"n_holdout": 0}
-    if req.holdout_x is not None and req.holdout_y is not None and len(req.holdout_x):
+    cv = req.acceptance == "cross_validation" and req.mode == "supervised"
+    if cv and req.support_x is not None and req.support_y is not None:
+        ok, why, evaluation, cv_j = _cross_validate(start, serving, req, chip)
+        cost["cross_validation_energy_j"] = cv_j
+        cost["learning_energy_j"] = float(cost["learning_energy_j"]) + cv_j
+    elif req.holdout_x is not None and req.holdout_y is not None and len(req.holdout_x):
         base = _score(serving, req.holdout_x, req.holdout_y, req.seed)
         cand = _score(candidate, req.holdout_x, req.holdout_y, req.seed)
         evaluation = {"n_holdout": len(req.holdout_x), "serving": base, "candidate": cand}

@@ -162,7 +162,9 @@ class Daemon:
         rt = self.runtime
         source, feedback = build_source(self.policy, self.http_source)
         self._source = source
-        loop = ServiceLoop(rt, feedback)
+        # Pushed samples were checked against the served model by DaemonAPI.push_samples:
+        # serving only stacks them (one validation per sample).
+        loop = ServiceLoop(rt, feedback, checked=source is self.http_source)
         wd = watchdog_interval_s()
         last_wd = 0.0
         done = threading.Event()

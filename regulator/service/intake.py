@@ -51,14 +51,18 @@ class Split:
     need: int
 
 
-def split_support(labels: list[Label], classifies: bool, k: int, h: int) -> Split:
-    """Newest ``k`` per class as support and the next newest ``h`` per class as holdout
-    (``h`` 0: every label is support). Classes are those the new environment has shown
-    labels for (gas batches 3-5 have no toluene), at least two for a classifier."""
+def split_support(
+    labels: list[Label], classifies: bool, k: int, h: int, most: int | None = None
+) -> Split:
+    """The newest ``h`` per class as holdout (``h`` 0: none) and the next newest as
+    support, ``k`` per class needed and at most ``most`` (default ``k``) used. Classes are
+    those the new environment has shown labels for (gas batches 3-5 have no toluene),
+    at least two for a classifier."""
+    top = max(k, most or k)
     if not classifies:
         newest = sorted(labels, key=lambda lab: lab.t, reverse=True)
         need = max(0, k + h - len(newest))
-        return Split(newest[h : h + k], newest[:h], need)
+        return Split(newest[h : h + top], newest[:h], need)
     by_cls: dict[int, list[Label]] = {}
     for lab in sorted(labels, key=lambda lab: lab.t, reverse=True):
         by_cls.setdefault(int(lab.y), []).append(lab)
@@ -69,7 +73,7 @@ def split_support(labels: list[Label], classifies: bool, k: int, h: int) -> Spli
         got = by_cls[c]
         need += max(0, k + h - len(got))
         holdout += got[:h]
-        support += got[h : h + k] if h else got[:k]
+        support += got[h : h + top]
     return Split(support, holdout, need)
 
 

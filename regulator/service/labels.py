@@ -91,6 +91,16 @@ class Label:
             raise DataFormatError(f"bad label record: {exc}") from exc
 
 
+@dataclass
+class _Pending:
+    """One caller's labels waiting for the group commit."""
+
+    labels: list[Label]
+    lines: list[str]
+    done: bool = False
+    error: BaseException | None = None
+
+
 class LabelBuffer:
     """Bounded, durable buffer of labelled samples, newest last.
 
@@ -117,6 +127,9 @@ class LabelBuffer:
         self.max_samples = max_samples
         self._compact_factor = compact_factor
         self._lock = threading.Lock()
+        self._commit = threading.Condition(threading.Lock())  # the group commit's queue
+        self._queue: list[_Pending] = []
+        self._writing = False
         self._items: dict[str, Label] = {}
         records, bad = read_lines(self.path)
         for rec in records:
@@ -136,21 +149,55 @@ class LabelBuffer:
             self._compact()
 
     def add(self, labels: Iterable[Label]) -> int:
-        """Persist ``labels`` (fsync) and then make them visible; return how many."""
+        """Persist ``labels`` (fsync) and then make them visible; return how many.
+
+        Group commit: callers that arrive while a write is under way queue their lines;
+        the next writer takes every queued batch and writes them with one write and one
+        fsync, and each caller returns only once its own lines are durable (or raises the
+        error that write met, with none of its labels stored)."""
         batch = list(labels)
         if not batch:
             return 0
         lines = [dumps_line(lab.to_json()) for lab in batch]  # raises on NaN before writing
+        entry = _Pending(batch, lines)
+        with self._commit:
+            self._queue.append(entry)
+            while not entry.done:
+                if self._writing:
+                    self._commit.wait()
+                    continue
+                group, self._queue = self._queue, []
+                self._writing = True
+                self._commit.release()
+                error: BaseException | None = None
+                try:
+                    with self._lock:
+                        self._file.write_lines([ln for g in group for ln in g.lines])
+                except BaseException as err:
+                    error = err
+                finally:
+                    self._commit.acquire()
+                    self._writing = False
+                if error is None:
+                    self._publish(group)
+                for g in group:
+                    g.done, g.error = True, error
+                self._commit.notify_all()
+        if entry.error is not None:
+            raise entry.error
+        return len(batch)
+
+    def _publish(self, group: list[_Pending]) -> None:
+        """Durable now: make the group's labels visible."""
         with self._lock:
-            self._file.write_lines(lines)
-            self._lines += len(lines)
-            for lab in batch:
-                self._items.pop(lab.sample_id, None)
-                self._items[lab.sample_id] = lab
+            for g in group:
+                self._lines += len(g.lines)
+                for lab in g.labels:
+                    self._items.pop(lab.sample_id, None)
+                    self._items[lab.sample_id] = lab
             self._trim()
             if self._lines > self._compact_factor * self.max_samples:
                 self._compact()
-        return len(batch)
 
     def __len__(self) -> int:
         with self._lock:

@@ -9,7 +9,7 @@ see the same order of serving, labels and decisions.
 >>> class Rt:  # the part of a Runtime the loop uses
 ...     def __init__(self): self.t, self.ticks = 0.0, 0
 ...     def clock(self): return self.t
-...     def process_batch(self, items, t=None): return [{"id": sid} for sid, _ in items]
+...     def process_batch(self, items, t=None, checked=False): return [{} for _ in items]
 ...     def add_labels(self, items, t=None): return {"accepted": len(list(items))}
 ...     def tick(self, t=None): self.ticks += 1
 >>> rt = Rt(); loop = ServiceLoop(rt, feedback=None, tick_every_s=0.5)
@@ -42,7 +42,7 @@ TICK_EVERY_S = 0.5
 class _Runtime(Protocol):
     def clock(self) -> float: ...
     def process_batch(
-        self, items: list[tuple[str, Any]], t: float | None = None
+        self, items: list[tuple[str, Any]], t: float | None = None, checked: bool = False
     ) -> list[dict[str, Any] | InputError]: ...
     def add_labels(self, items: Any, t: float | None = None) -> dict[str, Any]: ...
     def tick(self, t: float | None = None) -> Any: ...
@@ -56,9 +56,11 @@ class ServiceLoop:
         runtime: _Runtime,
         feedback: FeedbackChannel | None,
         tick_every_s: float = TICK_EVERY_S,
+        checked: bool = False,
     ) -> None:
         self.rt = runtime
         self.feedback = feedback
+        self.checked = checked  # the source's samples were checked at the edge already
         self.tick_every_s = tick_every_s
         self._last_tick = -math.inf
 
@@ -68,7 +70,8 @@ class ServiceLoop:
         """One round: serve ``samples`` together, then labels, then maybe a tick."""
         fb = self.feedback
         seen = [fb.observe(s) for s in samples] if fb is not None else list(samples)
-        outs = self.rt.process_batch([(s.sample_id, s.x) for s in seen], t) if seen else []
+        items = [(s.sample_id, s.x) for s in seen]
+        outs = self.rt.process_batch(items, t, self.checked) if seen else []
         self.deliver_labels(t)
         self.maybe_tick(t)
         return outs

@@ -70,6 +70,9 @@ class Recalibrator:
         self.state = RecalibrationState()
         self.results: list[RecalibrationResult] = []
         self.waiting_need = 0
+        self._env_start: float | None = None  # where the served model's environment began
+        self._labelled = 0  # labels on the served model's predictions since the swap
+        self._refine_mark = 0  # ... counted at the last refinement
         self._refunds = 0  # rule-fired recalibrations that did no work (see drain_refunds)
 
     # -- requests ----------------------------------------------------------------------
@@ -139,12 +142,38 @@ class Recalibrator:
 
     # -- the data of the current environment ---------------------------------------------
 
+    def maybe_refine(self, new_labels: int) -> None:
+        """``new_labels`` arrived on the served model's own predictions. When
+        ``refine_error_above`` is set, the model was swapped in for this environment, its
+        error on them is above that and ``k_shot`` new labels per class came since the
+        last refinement, a supervised recalibration adapts on every label of this
+        environment (event-driven: nothing runs while the error stays below)."""
+        rt = self._rt
+        cfg = rt.policy.recalibration
+        self._labelled += new_labels
+        labelled = self._labelled
+        if cfg.refine_error_above is None or self._env_start is None:
+            return
+        n_cls = rt.serving.check.n_classes if rt.serving.check.classifies else 1
+        if labelled - self._refine_mark < cfg.k_shot * n_cls or self.state.pending():
+            return
+        snap = rt.snapshot()
+        error = (1.0 - snap.accuracy) if snap.accuracy is not None else snap.mae
+        if error is None or error <= cfg.refine_error_above:
+            return
+        self._refine_mark = labelled
+        why = f"error {error:.3f} > {cfg.refine_error_above} on {labelled} labels since the swap"
+        self.request("labels", "supervised", why)
+
     def shift_time(self) -> float:
-        """Where the current environment began: the last swap, or the drift detector's
-        change-point estimate (less a short lookback) when that is later."""
+        """Where the current environment began: at a detection, the drift detector's
+        change-point estimate (less a short lookback); after a swap in it, the same
+        start (so refinements use every label of the environment); else the last swap."""
         rt = self._rt
         since = rt.serving.swapped_at
         ep = rt.monitors.episodes
+        if ep.since_t_s is None and self._env_start is not None:
+            return self._env_start
         if ep.since_t_s is not None:
             t_change = None
             if ep.change_sample is not None:
@@ -160,7 +189,10 @@ class Recalibrator:
     def _split(self, labels: list[Label]) -> Split:
         rt = self._rt
         cfg = rt.policy.recalibration
-        return split_support(labels, rt.serving.check.classifies, cfg.k_shot, cfg.holdout_per_class)
+        h = 0 if cfg.acceptance == "cross_validation" else cfg.holdout_per_class
+        return split_support(
+            labels, rt.serving.check.classifies, cfg.k_shot, h, cfg.max_shots_per_class
+        )
 
     def _unlabelled(self) -> np.ndarray:
         rt = self._rt
@@ -177,6 +209,7 @@ class Recalibrator:
         t_start = rt.clock()
         wall0 = time.perf_counter()
         served = rt.serving
+        env_start = self.shift_time()
         split = self._split(self._labels(count=True))
         self.waiting_need = split.need
         if split.need > 0 and mode == "supervised":
@@ -221,6 +254,7 @@ class Recalibrator:
                 recent_x=recent,
                 margin=rt.policy.recalibration.acceptance_margin,
                 out_dir=str(tmp),
+                acceptance=rt.policy.recalibration.acceptance,
             )
             timeout = rt.policy.recalibration.timeout_s
             try:
@@ -267,6 +301,8 @@ class Recalibrator:
                 )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        self._env_start = env_start
+        self._labelled = self._refine_mark = 0
         rt.swap_in(new)
         self.waiting_need = 0
         return self._finish(

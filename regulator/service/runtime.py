@@ -266,6 +266,7 @@ class Runtime:
         if out.matched:
             ids = [sid for sid, _ in out.matched]
             self.monitors.label(ids, np.asarray([y for _, y in out.matched]))
+            self.recal.maybe_refine(len(out.matched))
         return {"accepted": len(out.accepted), "rejected": out.rejected}
 
     def _count_reject(self, reason: RejectReason) -> None:

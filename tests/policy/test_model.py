@@ -76,7 +76,7 @@ def test_gas_drift_example() -> None:
     p = load_policy(REPO / "deploy" / "policies" / "gas-drift-replay.yaml")
     assert isinstance(p.source, ReplaySource)
     assert p.model.prior == "models/gas-drift"
-    assert (p.recalibration.k_shot, p.recalibration.holdout_per_class) == (4, 1)
+    assert (p.recalibration.k_shot, p.recalibration.acceptance) == (5, "cross_validation")
     assert [(r.condition.signal, r.action) for r in p.rules] == [
         ("drift_detected", "recalibrate_supervised")
     ]

@@ -69,3 +69,26 @@ def test_worker_process_builds_and_times_out(tiny_prior: Path, tmp_path: Path) -
         assert res.accepted
     finally:
         ex.shutdown(wait=False)
+
+
+def test_cross_validation_checks_on_the_support_and_spends_no_label(
+    tiny_prior: Path, tmp_path: Path
+) -> None:
+    """With ``acceptance: cross_validation`` every label adapts; the check predicts each
+    fold of one label per class with a candidate adapted without it."""
+    from dataclasses import replace
+
+    req = replace(
+        _request(tiny_prior, tmp_path, margin=1.0),
+        holdout_x=None,
+        holdout_y=None,
+        acceptance="cross_validation",
+    )
+    res = build_candidate(req)
+    ev = res.evaluation
+    assert res.accepted and ev["method"] == "cross_validation", res
+    assert ev["folds"] == 3 and ev["n_checked"] == 15  # 3 shots of 5 classes
+    assert 0.0 <= ev["candidate"] <= 1.0 and 0.0 <= ev["serving"] <= 1.0
+    assert res.cost["cross_validation_energy_j"] > 0  # the folds' forwards are counted
+    worse = build_candidate(replace(req, margin=-2.0, out_dir=str(tmp_path / "b")))
+    assert not worse.accepted and worse.folder is None

@@ -206,3 +206,42 @@ def test_a_waiting_recalibration_runs_when_labels_arrive(
         assert rt.status()["recalibration"]["phase"] == "idle"
     finally:
         rt.close()
+
+
+def test_labels_after_the_swap_refine_the_served_model(tmp_path: Path, tiny_prior: Path) -> None:
+    """Event-driven refinement: once k_shot labels per class arrive on the swapped-in
+    model's predictions and its error is above ``refine_error_above``, a recalibration
+    with trigger ``labels`` adapts on every label of the environment."""
+    rt, clock = _runtime(
+        tmp_path,
+        tiny_prior,
+        recalibration={"k_shot": 2, "acceptance": "cross_validation", "acceptance_margin": 1.0,
+                       "max_per_hour": 60, "refine_error_above": 0.0,
+                       "max_shots_per_class": 50},
+    )  # fmt: skip
+    try:
+        fam = make_family("nanosensor")
+        env = fam.environment_from_seed(99)
+        x, y = fam.sample(env, 200, np.random.default_rng(4))
+        rt.add_labels([(f"l{i}", int(y[i]), x[i]) for i in range(20)])
+        first = rt.request_recalibration("http")
+        assert first["outcome"] == "accepted", first
+        assert rt.results[-1].evaluation["method"] == "cross_validation"
+        n_support = len(rt.registry.info(rt.serving.version).data_used["support"])
+        i = _stream(rt, clock, x[20:], 20)
+        assert i == 200
+        rt.add_labels([(f"s{j}", int(y[j]), None) for j in range(20, 200)])
+        refined = [r for r in rt.results if r.trigger == "labels"]
+        assert refined, [r.to_dict() for r in rt.results]
+        if refined[-1].outcome == "accepted":
+            used = rt.registry.info(rt.serving.version).data_used["support"]
+            assert len(used) > n_support  # the episode's later labels adapted too
+        assert (
+            rt.metrics_registry.get_sample_value(
+                "regulator_recalibrations_total",
+                {"device": "dev-test", "trigger": "labels", "outcome": refined[-1].outcome},
+            )
+            == 1.0
+        )
+    finally:
+        rt.close()

@@ -208,3 +208,45 @@ def test_events_wait_for_space_and_are_written_when_it_returns(tmp_path: Path) -
     assert log.backlog == 0
     log.close()
     assert [e["fields"]["n"] for e in EventLog(tmp_path / "events.jsonl").read_all()] == [1, 2, 3]
+
+
+def test_labels_are_group_committed_and_all_survive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent adds share fsyncs (group commit), and every acknowledged label is in
+    the file when it is read again."""
+    import threading
+    import time
+
+    import regulator.service.storage as storage
+
+    real = storage.os.fsync
+    calls = []
+
+    def slow_fsync(fd: int) -> None:
+        calls.append(fd)
+        time.sleep(0.01)  # a disk: long enough for callers to queue behind a write
+        real(fd)
+
+    path = tmp_path / "labels.jsonl"
+    buf = LabelBuffer(path)
+    monkeypatch.setattr(storage.os, "fsync", slow_fsync)
+    acked: list[str] = []
+
+    def client(c: int) -> None:
+        for j in range(5):
+            sid = f"c{c}-{j}"
+            buf.add([Label(sid, [float(c), float(j)], c % 2, t=float(j))])
+            acked.append(sid)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    monkeypatch.setattr(storage.os, "fsync", real)
+    buf.close()
+    assert len(acked) == 40 and len(calls) < 40  # fewer fsyncs than acknowledged adds
+    again = LabelBuffer(path)
+    assert sorted(lab.sample_id for lab in again.all()) == sorted(acked)
+    again.close()
