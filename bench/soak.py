@@ -1,20 +1,30 @@
 """Soak: many samples with recurring shifts; are memory, files, threads and disk flat?
 
-Run: ``python bench/soak.py [--samples 1000000] [--seconds 900] [--daemon-seconds 300]``
-(writes bench/results/soak.json and soak.md). It stops at whichever bound comes first
+Run: ``python bench/soak.py [--samples 1000000] [--seconds 3000] [--daemon-samples
+1000000] [--daemon-seconds 3000] [--parallel] [--threads 1]`` (writes
+bench/results/soak.json and soak.md). Each part stops at whichever bound comes first
 and says how far it got.
 
 - replay: the daemon's :class:`Runtime` in this process, in simulated time (20 samples
-  per simulated second), fed by the simulated nanosensor environment with a recurring
-  shift every 5,000 samples, labels for 30 % of the samples after 10, the default
-  rules (drift and low accuracy recalibrate) and default retention; served 64 at a
-  time, as the daemon's main loop does;
-- daemon: a real ``regulator run`` with the same environment paced at 2,000 samples/s,
-  sampled from /proc (RSS, open files, threads) and its metrics.
+  per simulated second, the default policy's rate), fed by the simulated nanosensor
+  environment with a recurring shift every 5,000 samples, labels for 30 % of the
+  samples after 10, the default rules (drift and low accuracy recalibrate) and default
+  retention; served 64 at a time, as the daemon's main loop does;
+- daemon: a real ``regulator run`` of the default policy with the same environment
+  paced at 2,000 samples/s and shifting every 2.5 s, sampled from /proc (RSS, open
+  files, threads) and its metrics. ``--parallel`` runs it beside the replay (one core
+  each on a two-core machine; ``--threads`` sets torch's threads in both).
 
 Each quantity is sampled along the run; its slope is a least-squares line over the
 second half (after warm-up), given as the change it predicts over that half relative
 to its mean there: "flat within 10 %" means |change| <= 10 %.
+
+State growth per month of the default policy: the replay runs the default policy in
+simulated time, so each part of the state directory (registry, event log, label
+buffer, the rest) has a growth rate per simulated hour over the second half; times the
+hours of a 30-day month, it is set beside that part's retention bound (from the
+policy's ``storage`` limits and the sizes measured here), and the month's figure is the
+smaller of the two.
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ from tests.service.conftest import DaemonProcess, write_policy  # noqa: E402
 OUT = Path(__file__).parent / "results"
 SHIFT_EVERY = 5_000
 RATE_HZ = 20.0
+MONTH_H = 30 * 24.0
+PARTS = ("registry", "events", "labels", "other")
 
 
 def _proc(pid: int | str = "self") -> dict[str, float]:
@@ -60,9 +72,25 @@ def _proc(pid: int | str = "self") -> dict[str, float]:
     }
 
 
+def state_parts(state: Path) -> dict[str, float]:
+    """MB of the state directory in all and by part (registry, event log files, label
+    buffer, everything else: monitors, lock, quarantine)."""
+    total = tree_bytes(state)
+    reg = tree_bytes(state / "registry") if (state / "registry").is_dir() else 0
+    events = sum(p.stat().st_size for p in state.glob("events.jsonl*"))
+    labels = sum(p.stat().st_size for p in state.glob("labels.jsonl*"))
+    return {
+        "state_mb": total / 1e6,
+        "registry_mb": reg / 1e6,
+        "events_mb": events / 1e6,
+        "labels_mb": labels / 1e6,
+        "other_mb": (total - reg - events - labels) / 1e6,
+    }
+
+
 def slopes(rows: list[dict[str, float]], x: str, keys: list[str]) -> dict[str, Any]:
     """Per key: the change a least-squares line predicts over the second half, in % of
-    the mean there (and the raw first/last values)."""
+    the mean there, the slope per unit of ``x``, and the raw first/last values."""
     half = rows[len(rows) // 2 :]
     xs = np.array([r[x] for r in half], dtype=float)
     out = {}
@@ -74,15 +102,16 @@ def slopes(rows: list[dict[str, float]], x: str, keys: list[str]) -> dict[str, A
         slope = float(np.polyfit(xs, ys, 1)[0])
         mean = float(np.mean(ys))
         change = slope * float(np.ptp(xs))
-        out[k] = {"change_pct": 100 * change / mean if mean else 0.0,
+        out[k] = {"change_pct": 100 * change / mean if mean else 0.0, "slope": slope,
                   "first": float(ys[0]), "last": float(ys[-1]), "mean": mean}  # fmt: skip
     return out
 
 
 def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="soak-replay-"))
+    state = root / "state"
     sim_t = [0.0]
-    rt = Runtime(policy, root / "state", clock=lambda: sim_t[0], inline_jobs=True)
+    rt = Runtime(policy, state, clock=lambda: sim_t[0], inline_jobs=True)
     source = make_source("simulated", family="nanosensor", seed=0, rate_hz=None,
                          schedule={"kind": "recurring", "period": SHIFT_EVERY})  # fmt: skip
     fb = FeedbackChannel(10, 0.3, seed=0)
@@ -101,12 +130,12 @@ def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any
             if ready:
                 rt.add_labels([(sid, y, None) for sid, y in ready])
             rt.tick()
-        if i % 5_120 == 0:
-            rows.append({"samples": i, "wall_s": time.monotonic() - t0, **_proc(),
-                         "state_mb": tree_bytes(root / "state") / 1e6,
+        if i % 10_240 == 0:
+            rows.append({"samples": i, "sim_h": i / RATE_HZ / 3600,
+                         "wall_s": time.monotonic() - t0, **_proc(), **state_parts(state),
                          "recalibrations": len(rt.results),
                          "versions": len(rt.registry.versions())})  # fmt: skip
-            print(f"replay {rows[-1]}", flush=True)
+            print(f"replay {json.dumps(rows[-1])}", flush=True)
         if i >= n_samples or time.monotonic() - t0 > seconds:
             break
     outcomes: dict[str, int] = {}
@@ -116,51 +145,108 @@ def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any
     worked = sorted(r.t_s for r in rt.results if r.outcome != "skipped")
     busiest = max((sum(1 for u in worked if t <= u < t + 3600) for t in worked), default=0)
     sim_hours = i / RATE_HZ / 3600
+    sizes = _sizes(rt, state)
     rt.close()
-    return {
+    keys = ["rss_mb", "open_files", "threads", "state_mb"] + [f"{p}_mb" for p in PARTS]
+    res = {
         "samples": i,
         "wall_s": time.monotonic() - t0,
+        "samples_per_s": i / (time.monotonic() - t0),
         "simulated_hours": sim_hours,
         "recalibrations": outcomes,
         "recalibrations_per_simulated_hour": sum(outcomes.values()) / sim_hours,
         "most_in_any_simulated_hour": busiest,
         "max_per_hour": policy.recalibration.max_per_hour,
         "rows": rows,
-        "slopes": slopes(rows, "samples", ["rss_mb", "open_files", "threads", "state_mb"]),
+        "slopes": slopes(rows, "samples", keys),
         "peak_rss_mb_of_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "sizes": sizes,
+    }
+    res["month"] = month(policy, res)
+    return res
+
+
+def _sizes(rt: Runtime, state: Path) -> dict[str, float]:
+    """Bytes of one version folder and of one stored label line, as measured."""
+    versions = [tree_bytes(rt.registry.path(v.version)) for v in rt.registry.versions()]
+    n_labels = len(rt.state.labels)
+    label_bytes = sum(p.stat().st_size for p in state.glob("labels.jsonl*"))
+    return {
+        "version_bytes": float(np.mean(versions)) if versions else 0.0,
+        "label_line_bytes": label_bytes / n_labels if n_labels else 0.0,
+        "labels_stored": float(n_labels),
     }
 
 
-def soak_daemon(prior: Path, seconds: float) -> dict[str, Any]:
+def month(policy: Policy, replay: dict[str, Any]) -> dict[str, Any]:
+    """Per part: growth per simulated hour over the second half, extrapolated to a
+    30-day month, beside the retention bound; the month's figure is the smaller."""
+    st, sizes, sl = policy.storage, replay["sizes"], replay["slopes"]
+    bounds_mb = {
+        # the newest keep_versions, the newest keep_served that ever served, the first
+        # and the served one
+        "registry": (st.keep_versions + st.keep_served_versions + 2) * sizes["version_bytes"] / 1e6,
+        # the live file (rotated once past max_bytes) and event_log_files rotated ones
+        "events": (st.event_log_files + 1) * st.event_log_max_bytes / 1e6,
+        "labels": st.max_labels * sizes["label_line_bytes"] / 1e6,
+    }
+    out: dict[str, Any] = {}
+    total = 0.0
+    for p in PARTS:
+        s = sl.get(f"{p}_mb")
+        if s is None:
+            continue
+        per_h = s["slope"] * RATE_HZ * 3600  # slope is per sample
+        now = replay["rows"][-1][f"{p}_mb"]
+        extrapolated = now + max(per_h, 0.0) * (MONTH_H - replay["simulated_hours"])
+        bound = bounds_mb.get(p)
+        at_month = min(extrapolated, bound) if bound is not None else extrapolated
+        total += at_month
+        out[p] = {"mb_now": now, "mb_per_simulated_hour": per_h,
+                  "extrapolated_mb": extrapolated, "retention_bound_mb": bound,
+                  "month_mb": at_month}  # fmt: skip
+    out["total_month_mb"] = total
+    out["retention_bound_total_mb"] = sum(bounds_mb.values()) + out.get("other", {}).get(
+        "month_mb", 0.0
+    )
+    return out
+
+
+def soak_daemon(prior: Path, n_samples: int, seconds: float, threads: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="soak-daemon-"))
     data = Policy().model_dump(mode="json")
     data["model"]["prior"] = str(prior)
     data["source"].update({"rate_hz": 2000, "schedule": {"kind": "recurring", "period_s": 2.5}})
     cfg = write_policy(root / "policy.yaml", data)
-    d = DaemonProcess(cfg, root / "state", root / "daemon.log").start()
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    d = DaemonProcess(cfg, root / "state", root / "daemon.log", extra_env=env).start()
     rows: list[dict[str, float]] = []
     try:
         d.wait_ready(180)
         assert d.proc is not None
         t0 = time.monotonic()
-        stop = threading.Event()
-        while time.monotonic() - t0 < seconds and not stop.is_set():
+        samples = 0.0
+        while time.monotonic() - t0 < seconds and samples < n_samples:
             time.sleep(10)
+            samples = d.metric("regulator_samples_total")
             rows.append({"wall_s": time.monotonic() - t0, **_proc(d.proc.pid),
-                         "samples": d.metric("regulator_samples_total"),
-                         "state_mb": tree_bytes(root / "state") / 1e6,
+                         "samples": samples, **state_parts(root / "state"),
                          "recalibrations": d.metric("regulator_recalibrations_total")})  # fmt: skip
-            print(f"daemon {rows[-1]}", flush=True)
+            print(f"daemon {json.dumps(rows[-1])}", flush=True)
         outcomes = {o: d.metric("regulator_recalibrations_total", outcome=o)
                     for o in ("accepted", "rejected", "failed", "skipped")}  # fmt: skip
     finally:
         d.close()
+    wall = rows[-1]["wall_s"] if rows else 0.0
+    keys = ["rss_mb", "open_files", "threads", "state_mb"] + [f"{p}_mb" for p in PARTS]
     return {
-        "seconds": rows[-1]["wall_s"] if rows else 0,
+        "seconds": wall,
         "samples": rows[-1]["samples"] if rows else 0,
+        "samples_per_s": rows[-1]["samples"] / wall if wall else 0.0,
         "recalibrations": outcomes,
+        "max_per_hour": Policy().recalibration.max_per_hour,
         "rows": rows,
-        "slopes": slopes(rows, "wall_s", ["rss_mb", "open_files", "threads", "state_mb"]),
+        "slopes": slopes(rows, "wall_s", keys),
     }
 
 
@@ -177,45 +263,95 @@ def _table(name: str, res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _month_md(m: dict[str, Any], replay: dict[str, Any]) -> list[str]:
+    lines = [
+        "## State directory growth per month (default policy, 20 samples/s)",
+        "",
+        f"From the replay's second half ({replay['simulated_hours']:.1f} simulated hours in "
+        f"all), extrapolated to 720 hours; one version folder "
+        f"{replay['sizes']['version_bytes'] / 1e3:.0f} kB, one stored label line "
+        f"{replay['sizes']['label_line_bytes']:.0f} B (measured).",
+        "",
+        "| part | MB at the end | MB per simulated hour | extrapolated to a month (MB) "
+        "| retention bound (MB) | month (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in PARTS:
+        if p in m:
+            r = m[p]
+            bound = "none" if r["retention_bound_mb"] is None else f"{r['retention_bound_mb']:.1f}"
+            lines.append(
+                f"| {p} | {r['mb_now']:.2f} | {r['mb_per_simulated_hour']:.3f} | "
+                f"{r['extrapolated_mb']:.1f} | {bound} | {r['month_mb']:.1f} |"
+            )
+    lines += [
+        f"| **all** | | | | {m['retention_bound_total_mb']:.1f} | **{m['total_month_mb']:.1f}** |",
+        "",
+    ]
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1_000_000)
-    ap.add_argument("--seconds", type=float, default=900)
-    ap.add_argument("--daemon-seconds", type=float, default=300)
+    ap.add_argument("--seconds", type=float, default=3000)
+    ap.add_argument("--daemon-samples", type=int, default=1_000_000)
+    ap.add_argument("--daemon-seconds", type=float, default=3000)
+    ap.add_argument("--parallel", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     ap.add_argument("--prior", type=Path, default=REPO / "models" / "nanosensor")
     a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     data = Policy().model_dump(mode="json")
     data["model"]["prior"] = str(a.prior)
     policy = Policy.model_validate(data)
-    replay = soak_replay(policy, a.samples, a.seconds)
-    daemon = soak_daemon(a.prior, a.daemon_seconds) if a.daemon_seconds > 0 else None
+    daemon: dict[str, Any] | None = None
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+    def run_daemon() -> None:
+        nonlocal daemon
+        daemon = soak_daemon(a.prior, a.daemon_samples, a.daemon_seconds, a.threads)
+
+    worker = threading.Thread(target=run_daemon) if a.daemon_seconds > 0 else None
+    if worker is not None and a.parallel:
+        worker.start()
+    replay = soak_replay(policy, a.samples, a.seconds) if a.seconds > 0 else None
+    if worker is not None:
+        if not a.parallel:
+            worker.start()
+        worker.join()
     result = {
-        "command": f"python bench/soak.py --samples {a.samples} --seconds {a.seconds:g} "
-        f"--daemon-seconds {a.daemon_seconds:g}",
+        "command": " ".join(["python bench/soak.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other work",
+        "started": started,
         "replay": replay,
         "daemon": daemon,
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [
-        "# Soak",
-        "",
-        f"Command: `{result['command']}`; {result['machine']}.",
-        "",
-        f"Replay: {replay['samples']:,} samples ({replay['simulated_hours']:.1f} simulated "
-        f"hours) in {replay['wall_s']:.0f} s; recalibrations {replay['recalibrations']} = "
-        f"{replay['recalibrations_per_simulated_hour']:.2f} per simulated hour; at most "
-        f"{replay['most_in_any_simulated_hour']} that did work in any simulated hour "
-        f"(max_per_hour {replay['max_per_hour']}).",
-        "",
-        *_table("replay", replay),
-        "",
-    ]
+    lines = ["# Soak", "", f"Command: `{result['command']}`; {result['machine']}; "
+             f"started {started}.", ""]  # fmt: skip
+    if replay:
+        lines += [
+            f"Replay: {replay['samples']:,} samples ({replay['simulated_hours']:.1f} simulated "
+            f"hours) in {replay['wall_s']:.0f} s ({replay['samples_per_s']:.0f} samples/s); "
+            f"recalibrations {replay['recalibrations']} = "
+            f"{replay['recalibrations_per_simulated_hour']:.2f} per simulated hour; at most "
+            f"{replay['most_in_any_simulated_hour']} that did work in any simulated hour "
+            f"(max_per_hour {replay['max_per_hour']}).",
+            "",
+            *_table("replay", replay),
+            "",
+            *_month_md(replay["month"], replay),
+        ]
     if daemon:
         lines += [
-            f"Daemon: {daemon['samples']:,.0f} samples in {daemon['seconds']:.0f} s; "
-            f"recalibrations {daemon['recalibrations']}.",
+            f"Daemon: {daemon['samples']:,.0f} samples in {daemon['seconds']:.0f} s "
+            f"({daemon['samples_per_s']:.0f} samples/s); recalibrations "
+            f"{daemon['recalibrations']} (max_per_hour {daemon['max_per_hour']}).",
             "",
             *_table("daemon", daemon),
             "",
