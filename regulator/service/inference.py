@@ -108,13 +108,14 @@ class Inference:
         outputs = pred.outputs.tolist()
         p_vals = served.ood.p_values
         pv: list[float | None] = list(p_vals) if len(p_vals) == n else [None] * n
-        for k, slot in enumerate(slots):
+        version = served.version
+        for slot, sid, p, o, v in zip(slots, ids, preds, outputs, pv, strict=True):
             results[slot] = {
-                "sample_id": ids[k],
-                "prediction": preds[k],
-                "outputs": outputs[k],
-                "ood_p_value": pv[k],
-                "version": served.version,
+                "sample_id": sid,
+                "prediction": p,
+                "outputs": o,
+                "ood_p_value": v,
+                "version": version,
             }
         return results
 

@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import count, repeat
 from typing import Any
 
 import numpy as np
@@ -89,10 +90,10 @@ class Intake:
 
     def served(self, ids: list[str], arrs: Iterable[np.ndarray], t_s: float, first: int) -> None:
         """Inputs just served (sample numbers ``first``, ``first + 1``, …)."""
-        with self._lock:
-            for k, (sid, arr) in enumerate(zip(ids, arrs, strict=True)):
-                self._by_id[sid] = (arr, t_s)
-                self._unlabelled.append((arr, t_s, first + k))
+        rows = list(arrs)
+        with self._lock:  # C-level updates: this runs for every served batch
+            self._by_id.update(zip(ids, zip(rows, repeat(t_s)), strict=True))
+            self._unlabelled.extend(zip(rows, repeat(t_s), count(first)))
             while len(self._by_id) > RECENT_SAMPLES:
                 self._by_id.popitem(last=False)
 
