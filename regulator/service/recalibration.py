@@ -135,7 +135,11 @@ class Recalibrator:
         waiting = False
         try:
             res = self.run(req.trigger, req.mode, req.reason)
-            waiting = res.outcome == "skipped" and req.mode == "supervised"
+            # Labels were short: it skipped, or ran a label-free stopgap meanwhile (which
+            # may have failed or been swapped in); the supervised one still waits for them.
+            waiting = req.mode == "supervised" and (
+                res.outcome == "skipped" or res.mode == "label_free"
+            )
             return res
         finally:
             self.state.finish(waiting)

@@ -71,12 +71,16 @@ def run_replay(
         for path, rec in zip(files, recordings, strict=True):
             seg_start = i
             n_det0, n_res0 = len(rt.detections), len(rt.results)
+            labels0 = _labels_total(rt)
             revealed = _reveal(rec.y, reveal_k, policy.device.seed + len(segments))
             if revealed.size:
                 sim_t[0] = i / rate
                 rt.add_labels([(f"{path.stem}:{r}", rec.y[r].item(), rec.x[r]) for r in revealed])
             skip = set(revealed.tolist())
             correct: list[float] = []
+            version0 = rt.serving.version
+            after_swap: list[float] = []  # served by a model swapped in during the segment
+            labels_at_swap: float | None = None
             e0 = rt.energy.inference_j_total
             for row in range(len(rec.y)):
                 sim_t[0] = i / rate
@@ -90,6 +94,10 @@ def run_replay(
                         correct.append(float(out["prediction"] == y))
                     else:
                         correct.append(abs(float(out["prediction"]) - float(y)))
+                    if out["version"] != version0:
+                        if labels_at_swap is None:
+                            labels_at_swap = _labels_total(rt) - labels0
+                        after_swap.append(correct[-1])
                 i += 1
                 if i % PROGRESS_EVERY == 0:
                     bar.update(PROGRESS_EVERY)
@@ -111,6 +119,13 @@ def run_replay(
                         {**d, "delay_samples": d["sample"] - 1 - seg_start} for d in dets
                     ],
                     "recalibrations": [r.to_dict() for r in rt.results[n_res0:]],
+                    # served by a model swapped in during this segment, and the labels
+                    # (revealed and fed back) taken in the segment before its first swap
+                    "after_swap": {
+                        "samples": len(after_swap),
+                        "score": float(np.mean(after_swap)) if after_swap else None,
+                        "labels_before": labels_at_swap,
+                    },
                     "inference_energy_j": rt.energy.inference_j_total - e0,
                     "model_version_at_end": rt.serving.version,
                 }
@@ -136,6 +151,13 @@ def run_replay(
     if report_path is not None:
         atomic.write_json(report_path, report)
     return report
+
+
+def _labels_total(rt: Runtime) -> float:
+    got = rt.metrics_registry.get_sample_value(
+        "regulator_labels_total", {"device": rt.policy.device.id}
+    )
+    return 0.0 if got is None else got
 
 
 def _reveal(y: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -245,3 +245,29 @@ def test_labels_after_the_swap_refine_the_served_model(tmp_path: Path, tiny_prio
         )
     finally:
         rt.close()
+
+
+def test_a_label_free_stopgap_keeps_the_supervised_request_waiting(
+    tmp_path: Path, tiny_prior: Path
+) -> None:
+    """Labels short: the label-free stopgap runs meanwhile, and the supervised
+    recalibration still runs once the labels are there (it was dropped after the stopgap,
+    so the embedded default served a stopgap for a whole environment)."""
+    rt, clock = _runtime(tmp_path, tiny_prior, recalibration={"k_shot": 3, "holdout_per_class": 1,
+                         "max_per_hour": 60, "allow_label_free_fallback": True})  # fmt: skip
+    try:
+        fam = make_family("nanosensor")
+        x, y = fam.sample(fam.nominal_environment(), 200, np.random.default_rng(5))
+        _stream(rt, clock, x[:60], 0)
+        one_each = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
+        rt.add_labels([(f"h{i}", int(y[i]), x[i]) for i in one_each])
+        rt.request_recalibration("http")
+        assert rt.results[-1].mode == "label_free"
+        assert rt.status()["recalibration"]["phase"] == "waiting"
+        clock[0] += 1.0
+        rt.add_labels([(f"l{i}", int(y[i]), x[i]) for i in range(60, 200)])
+        rt.tick()
+        assert rt.results[-1].mode == "supervised"
+        assert rt.results[-1].outcome in {"accepted", "rejected"}
+    finally:
+        rt.close()
