@@ -45,8 +45,8 @@ points for the fault matrix, inert unless ``REGULATOR_REGISTRY_FAULT`` is set).
 [('v000001', 'good'), ('v000002', 'rolled_back')]
 """
 
-from regulator.registry.lineage import LINEAGE, VersionInfo
+from regulator.registry.lineage import LINEAGE, Status, VersionInfo
 from regulator.registry.quarantine import QUARANTINE
 from regulator.registry.store import Registry
 
-__all__ = ["LINEAGE", "QUARANTINE", "Registry", "VersionInfo"]
+__all__ = ["LINEAGE", "QUARANTINE", "Registry", "Status", "VersionInfo"]
