@@ -120,6 +120,10 @@ class Recalibrator:
             return
         self.waiting_need = self._split(self._labels(count=False)).need
         if self.waiting_need == 0:
+            # The limits hold for the real work, whoever asked: a request that waited
+            # stays waiting while the hourly limit or the day's budget is reached.
+            if self._rt.engine.recalibration_blocked(self._rt.signals()):
+                return
             req = Request(waiting.trigger, "supervised", f"labels arrived; {waiting.reason}")
             if self.state.enqueue(req):
                 self._hand_on(req)

@@ -43,7 +43,7 @@ from regulator.service.paths import repo_root, resolve_path
 from regulator.service.recalibration import RecalibrationResult, Recalibrator
 from regulator.service.reload import ReloadOutcome, restart_only_changes
 from regulator.service.scheduler import Scheduler
-from regulator.service.schedules import install_schedules
+from regulator.service.schedules import IntervalSchedules, install_cron
 from regulator.service.slot import Served, ServingSlot, prime_detector
 from regulator.service.state import StateDir
 from regulator.service.views import models_view, snapshot_fields, status_view
@@ -128,6 +128,7 @@ class Runtime:
             sched = scheduler
             submit = lambda fn: sched.run_now(RECAL_JOB, fn, group="recalibration")  # noqa: E731
         self.recal = Recalibrator(self, submit)
+        self.intervals = IntervalSchedules()
         self.actions = ActionTable(
             {
                 "recalibrate_supervised": lambda t, r, k: self.recal.request(t, "supervised", r, k),
@@ -147,7 +148,7 @@ class Runtime:
         self._restore_monitors()
         self.metrics.init_reject_series(REJECT_REASONS)
         self.metrics.ood_threshold.set(ood_threshold(self.policy))
-        install_schedules(self.scheduler, self.policy, self.actions)
+        self._install_schedules()
         self.state.events.append("startup", version=self.serving.version, device=policy.device.id)
 
     # -- reading ---------------------------------------------------------------------------
@@ -301,6 +302,8 @@ class Runtime:
         if t_now - self._last_snapshot_t >= SNAPSHOT_EVERY_S:
             self._last_snapshot_t = t_now
             self.state.events.append("snapshot", **snapshot_fields(self, t_now))
+        for action in self.intervals.due(t_now):
+            self.actions.act(action, "schedule", "schedule")
         for _ in range(self.recal.drain_refunds()):  # only real work counts
             self.engine.refund_recalibration()
         decisions = self.engine.evaluate(self.signals(t_now))
@@ -379,6 +382,16 @@ class Runtime:
 
     # -- schedules and reload --------------------------------------------------------------
 
+    def _install_schedules(self) -> None:
+        self.intervals.install(self.policy, self.clock())
+        install_cron(self.scheduler, self.policy, self.actions)
+
+    def schedule_jobs(self) -> list[dict[str, Any]]:
+        """Every schedule with its next run (seconds since the epoch): interval ones
+        (run by the loop's tick), then the scheduler's (cron, on-demand)."""
+        cron = self.scheduler.jobs() if self.scheduler is not None else []
+        return self.intervals.jobs(self.clock(), time.time()) + cron
+
     def reload(self, policy: Policy) -> ReloadOutcome:
         """Apply a new, validated policy whole, or refuse it whole (counted) when it
         changes what only a restart can (:mod:`regulator.service.reload`)."""
@@ -389,7 +402,7 @@ class Runtime:
         self.policy = policy
         self.slot.apply(policy)
         self.monitors.apply(policy.monitors)
-        install_schedules(self.scheduler, self.policy, self.actions)
+        self._install_schedules()
         self.metrics.ood_threshold.set(ood_threshold(self.policy))
         self._prune()
         self.state.events.append("reload", ok=True)

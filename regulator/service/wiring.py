@@ -89,7 +89,7 @@ class DaemonAPI:
 
     def status(self) -> dict[str, Any]:
         s = self.d.runtime.status()
-        s["pending_jobs"] = self.d.scheduler.jobs()
+        s["pending_jobs"] = self.d.runtime.schedule_jobs()
         return s
 
     def models(self) -> list[dict[str, Any]]:

@@ -180,7 +180,7 @@ RELOAD_CASES: dict[str, tuple[str, Any, Callable[[Runtime], bool] | None]] = {
     "schedules": (
         "schedules",
         [{"id": "nightly", "kind": "interval", "every_s": 3600, "action": "alert_only"}],
-        lambda rt: [j["id"] for j in rt.scheduler.jobs()] == ["schedule-nightly"],
+        lambda rt: [j["id"] for j in rt.schedule_jobs()] == ["schedule-nightly"],
     ),
     "alerts": (
         "alerts.enabled",

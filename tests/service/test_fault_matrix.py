@@ -81,11 +81,6 @@ def test_wall_clock_steps_lose_nothing_and_keep_budgets(stepped: dict[str, Any])
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="APScheduler interval jobs run on the wall clock: "
-    "after a step back they wait out the step (reported, regulator/service)",
-)
 def test_interval_schedules_run_on_after_the_clock_steps_back(stepped: dict[str, Any]) -> None:
     rows = {r["phase"]: r for r in stepped["phases"]}
     assert rows["stepped back 2 days (1 day behind)"]["schedule_runs"] > 0, rows

@@ -271,3 +271,25 @@ def test_a_label_free_stopgap_keeps_the_supervised_request_waiting(
         assert rt.results[-1].outcome in {"accepted", "rejected"}
     finally:
         rt.close()
+
+
+def test_interval_schedules_run_on_the_runtime_clock(tmp_path: Path, tiny_prior: Path) -> None:
+    """Interval schedules are due by the runtime's clock (monotonic in the daemon,
+    simulated in replay), from the tick: a wall-clock step cannot stall them."""
+    rt, clock = _runtime(
+        tmp_path,
+        tiny_prior,
+        schedules=[{"id": "beat", "kind": "interval", "every_s": 10, "action": "alert_only"}],
+    )
+    try:
+
+        def runs() -> int:
+            return sum(e["kind"] == "alert" for e in rt.state.events.read_all())
+
+        for t, expected in ((5.0, 0), (10.0, 1), (15.0, 1), (45.0, 2), (50.0, 3)):
+            clock[0] = t
+            rt.tick()
+            assert runs() == expected, t
+        assert [j["id"] for j in rt.schedule_jobs()] == ["schedule-beat"]
+    finally:
+        rt.close()
