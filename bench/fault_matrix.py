@@ -70,13 +70,21 @@ def _commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
+def _codes(by_part: dict[str, str]) -> str:
+    """``part, part at code; …`` for the header."""
+    groups: dict[str, list[str]] = {}
+    for part, code in by_part.items():
+        groups.setdefault(code, []).append(part)
+    return "; ".join(f"{', '.join(ps)} at {c}" for c, ps in groups.items()) or "unknown"
+
+
 def _md(result: dict[str, Any]) -> str:
     k = result["kills"]
     lines = [
         "# Fault matrix",
         "",
-        f"Command: `{result['command']}`; {result['machine']}; {result['seconds']:.0f} s; "
-        f"code at {result.get('code', 'unknown')}.",
+        f"Command: `{result['command']}`; {result['machine']}; {result['seconds']:.0f} s in "
+        f"all; code measured: {_codes(result.get('code_by_part', {}))}.",
         "The machine was shared with other work: seconds to ready are not a speed figure.",
         "",
         "## kill -9 at random moments",
@@ -222,9 +230,12 @@ def main() -> int:
             f"{a.registry_kills} --clock-phase-s {a.clock_phase_s:g} --seed {a.seed}",
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
             "prior": str(a.prior.relative_to(REPO) if a.prior.is_relative_to(REPO) else a.prior),
-            "code": a.code or _commit(),
         }
     )
+    code = result.setdefault("code_by_part", {})
+    if "code" in result:  # results written before parts were stamped one by one
+        code.update(dict.fromkeys((p for p in PARTS if p not in parts), result.pop("code")))
+    code.update(dict.fromkeys(parts, a.code or _commit()))
     if "kills" in parts:
         result["kills"] = kill_cycles(a.prior, root / "kills", a.kills, a.seed, say)
     if "registry" in parts:
