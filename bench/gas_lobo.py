@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -54,7 +55,9 @@ def variant_config(changes: list[str]) -> TrainConfig:
             enc[k[8:]] = json.loads(v)
         else:
             upd[k] = json.loads(v)
-    return cfg.model_copy(update={**upd, "family_config": fam, "encoder_config": enc})
+    return TrainConfig.model_validate(
+        {**cfg.model_dump(), **upd, "family_config": fam, "encoder_config": enc}
+    )
 
 
 def train(cfg: TrainConfig) -> ModelBundle:
@@ -67,8 +70,9 @@ def train(cfg: TrainConfig) -> ModelBundle:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=10)
-    ap.add_argument("--variant", nargs="+", action="append", default=[],
-                    metavar="NAME [key=value ...]")
+    ap.add_argument(
+        "--variant", nargs="+", action="append", default=[], metavar="NAME [key=value ...]"
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "gas_lobo"))
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -90,7 +94,9 @@ def main() -> int:
                     sup, rest = _draw(y, 5, rng)
                     cand = prior.clone()
                     cand.meta["refine_steps"], cand.meta["refine_lr"] = steps, lr
-                    chip = ChipInstance.create(prior.profile, prior.cfg, int(rng.integers(0, 2**31 - 1)))
+                    chip = ChipInstance.create(
+                        prior.profile, prior.cfg, int(rng.integers(0, 2**31 - 1))
+                    )
                     new, _ = adapt(cand, x[sup], y[sup], chip)
                     scores.append(_query_metric(new, chip, x[rest], y[rest]))
                 acc[key][b] = float(np.mean(scores))
@@ -100,8 +106,14 @@ def main() -> int:
         for b in BATCHES
     }
     lobo = {b: acc[chosen[b]][b] for b in BATCHES}
-    cmd = "python bench/gas_lobo.py --draws {} {}".format(
-        a.draws, " ".join("--variant " + " ".join([n, *c]) for n, c in variants.items())
+    out_rel = Path(a.out).resolve()
+    out_rel = out_rel.relative_to(REPO) if out_rel.is_relative_to(REPO) else out_rel
+    cmd = "python bench/gas_lobo.py --draws {} {} --out {}".format(
+        a.draws,
+        " ".join(
+            "--variant " + " ".join(shlex.quote(w) for w in [n, *c]) for n, c in variants.items()
+        ),
+        out_rel,
     )
     lines = [
         "# Gas drift: design and refinement chosen leave-one-batch-out",
@@ -112,7 +124,10 @@ def main() -> int:
         "",
         "| variant | changes | energy / inference nJ |",
         "|---|---|---|",
-        *(f"| {n} | {' '.join(c) or '(recipe)'} | {1e9 * energy[n]:.1f} |" for n, c in variants.items()),
+        *(
+            f"| {n} | {' '.join(c) or '(recipe)'} | {1e9 * energy[n]:.1f} |"
+            for n, c in variants.items()
+        ),
         "",
         "| candidate | " + " | ".join(f"batch {b}" for b in BATCHES) + " | mean |",
         "|---|" + "---|" * (len(BATCHES) + 1),
@@ -120,14 +135,29 @@ def main() -> int:
     for key, row in acc.items():
         cells = " | ".join(f"{100 * row[b]:.1f}" for b in BATCHES)
         lines.append(f"| {key} | {cells} | {100 * np.mean(list(row.values())):.1f} |")
-    lines += ["", "| batch | candidate chosen on the other batches | its accuracy |", "|---|---|---|"]
+    lines += [
+        "",
+        "| batch | candidate chosen on the other batches | its accuracy |",
+        "|---|---|---|",
+    ]
     lines += [f"| {b} | {chosen[b]} | {100 * lobo[b]:.1f} |" for b in BATCHES]
-    lines += ["", f"Mean of the leave-one-batch-out figures: {100 * np.mean(list(lobo.values())):.1f}."]
+    lines += [
+        "",
+        f"Mean of the leave-one-batch-out figures: {100 * np.mean(list(lobo.values())):.1f}.",
+    ]
     Path(a.out + ".md").write_text("\n".join(lines) + "\n")
-    Path(a.out + ".json").write_text(json.dumps(
-        {"command": cmd, "accuracy": acc, "energy_j": energy,
-         "chosen": {str(b): c for b, c in chosen.items()},
-         "lobo": {str(b): v for b, v in lobo.items()}}, indent=2))
+    Path(a.out + ".json").write_text(
+        json.dumps(
+            {
+                "command": cmd,
+                "accuracy": acc,
+                "energy_j": energy,
+                "chosen": {str(b): c for b, c in chosen.items()},
+                "lobo": {str(b): v for b, v in lobo.items()},
+            },
+            indent=2,
+        )
+    )
     print("\n".join(lines))
     return 0
 

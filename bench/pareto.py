@@ -40,7 +40,7 @@ from regulator.meta.evaluate import _draw, _query_metric  # noqa: E402
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.meta.peers import MLP_HIDDEN, PEER_LABELS, Peers, SourceData  # noqa: E402
 from regulator.meta.recipes import RECIPES  # noqa: E402
-from regulator.meta.train import build_trainer, finalise, train_steps  # noqa: E402
+from regulator.meta.train import TrainConfig, build_trainer, finalise, train_steps  # noqa: E402
 from regulator.tasks.formats import load_gas_drift  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -64,7 +64,9 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def train_config(change: dict[str, Any], iterations: int) -> ModelBundle:
-    cfg = RECIPES["gas-drift"].model_copy(update={**change, "iterations": iterations})
+    cfg = TrainConfig.model_validate(
+        {**RECIPES["gas-drift"].model_dump(), **change, "iterations": iterations}
+    )
     with contextlib.chdir(REPO):
         tr = build_trainer(cfg)
         train_steps(tr, cfg.pretrain_steps + cfg.iterations, progress=False)
@@ -123,11 +125,21 @@ def plot(points: dict[str, tuple[float, float]], on_front: list[str], path: Path
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for n, (a, e) in points.items():
         spiking = n not in PEER_LABELS
-        ax.scatter(e * 1e9, 100 * a, marker="o" if spiking else "s",
-                   color="tab:blue" if spiking else "tab:orange",
-                   edgecolor="black" if n in on_front else "none", s=60)
-        ax.annotate(n if spiking else PEER_LABELS[n], (e * 1e9, 100 * a), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+        ax.scatter(
+            e * 1e9,
+            100 * a,
+            marker="o" if spiking else "s",
+            color="tab:blue" if spiking else "tab:orange",
+            edgecolor="black" if n in on_front else "none",
+            s=60,
+        )
+        ax.annotate(
+            n if spiking else PEER_LABELS[n],
+            (e * 1e9, 100 * a),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("energy per inference, nJ (chip: loihi figures; peers: MACs + weight reads)")
     ax.set_ylabel("accuracy %, mean over gas batches 2-5")

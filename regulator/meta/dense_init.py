@@ -26,7 +26,6 @@ from regulator.meta.model import ModelBundle
 from regulator.tasks.base import TaskFamily
 
 
-
 @dataclass(frozen=True)
 class DenseInit:
     """What the conversion did: the dense layer's training accuracy on its own data."""
@@ -36,6 +35,12 @@ class DenseInit:
     units: int
     n_samples: int
     train_accuracy: float
+
+
+def _first_layer(bundle: ModelBundle) -> nn.Linear:
+    first = bundle.network.layers[0]
+    assert isinstance(first, nn.Linear)
+    return first
 
 
 def input_lines(bundle: ModelBundle, x: np.ndarray, normalise_on_self: bool) -> torch.Tensor:
@@ -87,9 +92,8 @@ def init_from_dense(
     n_hidden = bundle.cfg.hidden[0] if units is None else units
     if not 0 < n_hidden <= bundle.cfg.hidden[0]:
         raise ConfigError(f"body_init_units must lie in 1..{bundle.cfg.hidden[0]}, got {n_hidden}")
-    dense = nn.Sequential(
-        nn.Linear(x.shape[1], n_hidden), nn.ReLU(), nn.Linear(n_hidden, family.n_outputs)
-    )
+    hidden = nn.Linear(x.shape[1], n_hidden)
+    dense = nn.Sequential(hidden, nn.ReLU(), nn.Linear(n_hidden, family.n_outputs))
     opt = torch.optim.Adam(dense.parameters(), lr=3e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -99,18 +103,16 @@ def init_from_dense(
         opt.step()
     with torch.no_grad():
         acc = float((dense(x).argmax(1) == y).float().mean())
-        first = bundle.network.layers[0]
-        first.weight[:n_hidden] = scale * dense[0].weight
-        first.bias[:n_hidden] = scale * dense[0].bias
-    return DenseInit(
-        steps=steps, scale=scale, units=n_hidden, n_samples=len(x), train_accuracy=acc
-    )
+        first = _first_layer(bundle)
+        first.weight[:n_hidden] = scale * hidden.weight
+        first.bias[:n_hidden] = scale * hidden.bias
+    return DenseInit(steps=steps, scale=scale, units=n_hidden, n_samples=len(x), train_accuracy=acc)
 
 
 def keep_converted(bundle: ModelBundle, units: int) -> None:
     """Meta-training leaves the first ``units`` neurons as converted: their rows of the
     first layer get no gradient (it would trade their transfer for the training drift)."""
-    first = bundle.network.layers[0]
+    first = _first_layer(bundle)
     mask = torch.ones(first.weight.shape[0], 1)
     mask[:units] = 0.0
     first.weight.register_hook(lambda g: g * mask)

@@ -8,10 +8,10 @@ Progress shows on a bar; a checkpoint every few iterations lets training resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -249,9 +249,9 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
             _query_phi(problem, out.last_spikes[:, ns:]),
         )
         loss = task_loss(b.kind, q_out, yq)
-        for k, p in start.items():
-            delta = (p - adapted[k]).detach()
-            p.grad = delta if p.grad is None else p.grad + delta
+        for name, param in start.items():
+            delta = (param - adapted[name]).detach()
+            param.grad = delta if param.grad is None else param.grad + delta
         del q_phi
     else:
         adapted, _ = adapt_readout(
@@ -339,9 +339,9 @@ def _all_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tens
         adapted = algo.adapt(
             detached, lambda p: loss_on(p, both, y_both), b.meta_tensors, cfg.inner_steps
         )
-        for k, p in start.items():
-            delta = (p - adapted[k]).detach()
-            p.grad = delta if p.grad is None else p.grad + delta
+        for name, param in start.items():
+            delta = (param - adapted[name]).detach()
+            param.grad = delta if param.grad is None else param.grad + delta
         with torch.no_grad():
             q_out = functional_call(net, adapted, (inp_q, chip), {"input_is_spikes": spiking})
         return task_loss(b.kind, q_out.outputs, yq).detach().requires_grad_(), metric(
