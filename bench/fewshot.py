@@ -185,8 +185,23 @@ def main() -> int:
         type=Path,
         help="take the nanosensor half from an earlier fewshot.json (same --runs/--tasks)",
     )
+    ap.add_argument(
+        "--resume-gas",
+        type=Path,
+        help="take the gas-drift half from an earlier run's JSON (same --runs/--draws)",
+    )
+    ap.add_argument(
+        "--gas-only",
+        type=Path,
+        metavar="OUT",
+        help="run the gas-drift half alone and write it to OUT (merge with --resume-gas)",
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.gas_only:
+        part = {"runs": a.runs, "draws": a.draws, "gas_drift": run_gas(a.runs, a.draws)}
+        a.gas_only.write_text(json.dumps(part, indent=1, default=float))
+        return 0
     t0 = time.perf_counter()
     res: dict[str, Any] = {
         "runs": a.runs,
@@ -196,7 +211,9 @@ def main() -> int:
         "nanosensor": json.loads(a.resume_nanosensor.read_text())["nanosensor"]
         if a.resume_nanosensor
         else run_nanosensor(a.runs, a.tasks),
-        "gas_drift": run_gas(a.runs, a.draws),
+        "gas_drift": json.loads(a.resume_gas.read_text())["gas_drift"]
+        if a.resume_gas
+        else run_gas(a.runs, a.draws),
     }
     res["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)

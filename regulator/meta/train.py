@@ -8,6 +8,7 @@ Progress shows on a bar; a checkpoint every few iterations lets training resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from regulator.meta.adapt import (
     task_loss,
 )
 from regulator.meta.algorithms import make_algorithm
+from regulator.meta.dense_init import init_from_dense, keep_converted
 from regulator.meta.model import ModelBundle
 from regulator.meta.proto import episode_logits
 from regulator.tasks.base import TaskFamily, make_family
@@ -80,6 +82,17 @@ class TrainConfig(BaseModel):
     meta_lr: float | None = Field(None, gt=0)
     pretrain_steps: int = Field(0, ge=0)
     pretrain_groups: int = Field(4, gt=0)
+    body_init: Literal["random", "dense"] = "random"
+    """``dense``: the first layer converted from a dense ReLU layer trained on the
+    source environments (:mod:`regulator.meta.dense_init`) before meta-training."""
+    body_init_steps: int = Field(1500, ge=0, le=100_000)
+    body_init_scale: float = Field(3.0, gt=0, le=1000)
+    body_init_groups: int = Field(32, ge=0, le=10_000)
+    body_init_units: int | None = Field(None, gt=0)
+    """Hidden neurons converted (default all); meta-training keeps them as converted."""
+    body_init_per_group: int = Field(64, gt=0, le=100_000)
+    train_body: bool = True
+    """False: meta-training learns the readout's prior only; the body stays as built."""
     seed: int = 0
     checkpoint_every: int = Field(25, gt=0)
 
@@ -168,7 +181,28 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         # (scope "input": gains and offsets per input channel, folded into layer 0)
         meta_tensors=meta,
     )
-    groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
+    if cfg.body_init == "dense":
+        init = init_from_dense(
+            bundle,
+            family,
+            rng,
+            cfg.body_init_steps,
+            cfg.body_init_scale,
+            cfg.seed,
+            cfg.body_init_groups,
+            cfg.body_init_per_group,
+            cfg.body_init_units,
+        )
+        bundle.meta["body_init"] = dataclasses.asdict(init)
+        if cfg.train_body:
+            keep_converted(bundle, init.units)
+    body = []
+    for k, p in net.named_parameters():
+        if cfg.train_body or k.startswith("readout."):
+            body.append(p)
+        else:
+            p.requires_grad_(False)  # (no gradient to compute for a body kept as built)
+    groups: list[dict[str, Any]] = [{"params": body}]
     if meta:
         # Learned inner rates may move faster than the weights (meta_lr).
         groups.append({"params": list(meta.values()), "lr": cfg.meta_lr or cfg.outer_lr})
@@ -215,9 +249,9 @@ def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor
             _query_phi(problem, out.last_spikes[:, ns:]),
         )
         loss = task_loss(b.kind, q_out, yq)
-        for k, p in start.items():
-            delta = (p - adapted[k]).detach()
-            p.grad = delta if p.grad is None else p.grad + delta
+        for name, param in start.items():
+            delta = (param - adapted[name]).detach()
+            param.grad = delta if param.grad is None else param.grad + delta
         del q_phi
     else:
         adapted, _ = adapt_readout(
@@ -305,9 +339,9 @@ def _all_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tens
         adapted = algo.adapt(
             detached, lambda p: loss_on(p, both, y_both), b.meta_tensors, cfg.inner_steps
         )
-        for k, p in start.items():
-            delta = (p - adapted[k]).detach()
-            p.grad = delta if p.grad is None else p.grad + delta
+        for name, param in start.items():
+            delta = (param - adapted[name]).detach()
+            param.grad = delta if param.grad is None else param.grad + delta
         with torch.no_grad():
             q_out = functional_call(net, adapted, (inp_q, chip), {"input_is_spikes": spiking})
         return task_loss(b.kind, q_out.outputs, yq).detach().requires_grad_(), metric(
