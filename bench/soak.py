@@ -30,7 +30,9 @@ smaller of the two.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import os
 import platform
 import resource
@@ -50,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from regulator.policy.model import Policy  # noqa: E402
+from regulator.service.labels import LabelBuffer  # noqa: E402
 from regulator.service.runtime import Runtime  # noqa: E402
 from regulator.service.storage import tree_bytes  # noqa: E402
 from regulator.tasks.sources import FeedbackChannel, make_source  # noqa: E402
@@ -167,14 +170,18 @@ def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any
 
 
 def _sizes(rt: Runtime, state: Path) -> dict[str, float]:
-    """Bytes of one version folder and of one stored label line, as measured."""
+    """Bytes of one version folder and of one label line, as measured; the label file's
+    compaction factor (it holds up to that many times ``max_labels`` lines)."""
     versions = [tree_bytes(rt.registry.path(v.version)) for v in rt.registry.versions()]
-    n_labels = len(rt.state.labels)
-    label_bytes = sum(p.stat().st_size for p in state.glob("labels.jsonl*"))
+    path = state / "labels.jsonl"
+    lines = path.read_bytes().count(b"\n") if path.exists() else 0
+    compact = inspect.signature(LabelBuffer).parameters["compact_factor"].default
     return {
         "version_bytes": float(np.mean(versions)) if versions else 0.0,
-        "label_line_bytes": label_bytes / n_labels if n_labels else 0.0,
-        "labels_stored": float(n_labels),
+        "label_line_bytes": path.stat().st_size / lines if lines else 0.0,
+        "label_file_lines": float(lines),
+        "labels_kept": float(len(rt.state.labels)),
+        "label_compact_factor": float(compact),
     }
 
 
@@ -188,7 +195,8 @@ def month(policy: Policy, replay: dict[str, Any]) -> dict[str, Any]:
         "registry": (st.keep_versions + st.keep_served_versions + 2) * sizes["version_bytes"] / 1e6,
         # the live file (rotated once past max_bytes) and event_log_files rotated ones
         "events": (st.event_log_files + 1) * st.event_log_max_bytes / 1e6,
-        "labels": st.max_labels * sizes["label_line_bytes"] / 1e6,
+        # the file is compacted once it holds compact_factor times max_labels lines
+        "labels": sizes["label_compact_factor"] * st.max_labels * sizes["label_line_bytes"] / 1e6,
     }
     out: dict[str, Any] = {}
     total = 0.0
@@ -251,14 +259,20 @@ def soak_daemon(prior: Path, n_samples: int, seconds: float, threads: int) -> di
 
 
 def _table(name: str, res: dict[str, Any]) -> list[str]:
+    """First and last of the second half, the range over the whole run, the fitted
+    change over the second half and whether it is within +-10 %."""
     lines = [
-        f"| {name} | quantity | first | last | change over the 2nd half |",
-        "|---|---|---|---|---|",
+        f"| {name} | quantity | first | last (2nd half) | min - max (whole run) "
+        "| change over the 2nd half | flat within +-10 % |",
+        "|---|---|---|---|---|---|---|",
     ]
     for k, v in res["slopes"].items():
         if v is not None:
+            vals = [r[k] for r in res["rows"]]
+            flat = "yes" if abs(v["change_pct"]) <= 10 else "**no**"
             lines.append(
-                f"| | {k} | {v['first']:.2f} | {v['last']:.2f} | {v['change_pct']:+.1f} % |"
+                f"| | {k} | {v['first']:.2f} | {v['last']:.2f} | {min(vals):.2f} - "
+                f"{max(vals):.2f} | {v['change_pct']:+.1f} % | {flat} |"
             )
     return lines
 
@@ -270,7 +284,8 @@ def _month_md(m: dict[str, Any], replay: dict[str, Any]) -> list[str]:
         f"From the replay's second half ({replay['simulated_hours']:.1f} simulated hours in "
         f"all), extrapolated to 720 hours; one version folder "
         f"{replay['sizes']['version_bytes'] / 1e3:.0f} kB, one stored label line "
-        f"{replay['sizes']['label_line_bytes']:.0f} B (measured).",
+        f"{replay['sizes']['label_line_bytes']:.0f} B (measured; the label file is compacted at "
+        f"{replay['sizes']['label_compact_factor']:g}x max_labels lines).",
         "",
         "| part | MB at the end | MB per simulated hour | extrapolated to a month (MB) "
         "| retention bound (MB) | month (MB) |",
@@ -289,6 +304,54 @@ def _month_md(m: dict[str, Any], replay: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _md(result: dict[str, Any]) -> str:
+    replay, daemon, started = result["replay"], result["daemon"], result["started"]
+    lines = ["# Soak", "", f"Command: `{result['command']}`; {result['machine']}; "
+             f"started {started}; code at {result.get('code', 'unknown')}.", ""]  # fmt: skip
+    if replay:
+        lines += [
+            f"Replay: {replay['samples']:,} samples ({replay['simulated_hours']:.1f} simulated "
+            f"hours) in {replay['wall_s']:.0f} s ({replay['samples_per_s']:.0f} samples/s); "
+            f"recalibrations {replay['recalibrations']} = "
+            f"{replay['recalibrations_per_simulated_hour']:.2f} per simulated hour; at most "
+            f"{replay['most_in_any_simulated_hour']} that did work in any simulated hour "
+            f"(max_per_hour {replay['max_per_hour']}).",
+            "",
+            *_table("replay", replay),
+            "",
+            *_month_md(replay["month"], replay),
+        ]
+    if daemon:
+        worked = sum(daemon["recalibrations"].get(o, 0) for o in ("accepted", "rejected", "failed"))
+        lines += [
+            f"Daemon: {daemon['samples']:,.0f} samples in {daemon['seconds']:.0f} s "
+            f"({daemon['samples_per_s']:.0f} samples/s); recalibrations "
+            f"{daemon['recalibrations']}: {worked:.0f} did work, at most "
+            f"{daemon['max_per_hour'] * math.ceil(daemon['seconds'] / 3600)} allowed in a run "
+            f"of {daemon['seconds'] / 3600:.2f} h (max_per_hour {daemon['max_per_hour']}).",
+            "",
+            *_table("daemon", daemon),
+            "",
+        ]
+    for rc in result.get("rechecks", []):
+        lines += [
+            f"Re-check at {rc['code']}: `{rc['command']}`: {rc['samples']:,} samples in "
+            f"{rc['wall_s']:.0f} s; recalibrations {rc['recalibrations']}; at most "
+            f"{rc['most_in_any_simulated_hour']} that did work in any simulated hour "
+            f"(max_per_hour {rc['max_per_hour']}); change over the 2nd half (%): "
+            f"{rc['slopes']}.",
+            "",
+        ]
+        if "busiest_hour_400k_samples" in rc:
+            lines += [
+                "The busiest simulated hour of a 400,000-sample replay at the same code "
+                f"(start time in simulated s, trigger, mode, outcome): "
+                f"{rc['busiest_hour_400k_samples']}.",
+                "",
+            ]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -332,32 +395,9 @@ def main() -> int:
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = ["# Soak", "", f"Command: `{result['command']}`; {result['machine']}; "
-             f"started {started}.", ""]  # fmt: skip
-    if replay:
-        lines += [
-            f"Replay: {replay['samples']:,} samples ({replay['simulated_hours']:.1f} simulated "
-            f"hours) in {replay['wall_s']:.0f} s ({replay['samples_per_s']:.0f} samples/s); "
-            f"recalibrations {replay['recalibrations']} = "
-            f"{replay['recalibrations_per_simulated_hour']:.2f} per simulated hour; at most "
-            f"{replay['most_in_any_simulated_hour']} that did work in any simulated hour "
-            f"(max_per_hour {replay['max_per_hour']}).",
-            "",
-            *_table("replay", replay),
-            "",
-            *_month_md(replay["month"], replay),
-        ]
-    if daemon:
-        lines += [
-            f"Daemon: {daemon['samples']:,.0f} samples in {daemon['seconds']:.0f} s "
-            f"({daemon['samples_per_s']:.0f} samples/s); recalibrations "
-            f"{daemon['recalibrations']} (max_per_hour {daemon['max_per_hour']}).",
-            "",
-            *_table("daemon", daemon),
-            "",
-        ]
-    (OUT / "soak.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    text = _md(result)
+    (OUT / "soak.md").write_text(text)
+    print(text)
     return 0
 
 
