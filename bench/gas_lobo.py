@@ -67,6 +67,30 @@ def train(cfg: TrainConfig) -> ModelBundle:
         return finalise(tr)
 
 
+def score_refinement(
+    prior: ModelBundle,
+    steps: int,
+    lr: float,
+    data: dict[int, tuple[np.ndarray, np.ndarray]],
+    draws: int,
+) -> dict[int, float]:
+    """Mean accuracy per batch of ``prior`` refined ``steps`` at ``lr`` on 5 shots per
+    gas (the same draws for every prior and setting: seeded by the batch alone)."""
+    out = {}
+    for b, (x, y) in data.items():
+        rng = np.random.default_rng([0, b, 0x6A5])
+        scores = []
+        for _ in range(draws):
+            sup, rest = _draw(y, 5, rng)
+            cand = prior.clone()
+            cand.meta["refine_steps"], cand.meta["refine_lr"] = steps, lr
+            chip = ChipInstance.create(prior.profile, prior.cfg, int(rng.integers(0, 2**31 - 1)))
+            new, _ = adapt(cand, x[sup], y[sup], chip)
+            scores.append(_query_metric(new, chip, x[rest], y[rest]))
+        out[b] = float(np.mean(scores))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=10)
@@ -86,20 +110,7 @@ def main() -> int:
         energy[name] = float(prior.calibration["energy_per_inference_j"])
         for steps, lr in GRID:
             key = f"{name}, {steps} steps @ {lr}"
-            acc[key] = {}
-            for b, (x, y) in data.items():
-                rng = np.random.default_rng([0, b, 0x6A5])
-                scores = []
-                for _ in range(a.draws):
-                    sup, rest = _draw(y, 5, rng)
-                    cand = prior.clone()
-                    cand.meta["refine_steps"], cand.meta["refine_lr"] = steps, lr
-                    chip = ChipInstance.create(
-                        prior.profile, prior.cfg, int(rng.integers(0, 2**31 - 1))
-                    )
-                    new, _ = adapt(cand, x[sup], y[sup], chip)
-                    scores.append(_query_metric(new, chip, x[rest], y[rest]))
-                acc[key][b] = float(np.mean(scores))
+            acc[key] = score_refinement(prior, steps, lr, data, a.draws)
             print(key, {b: round(100 * v, 1) for b, v in acc[key].items()}, flush=True)
     chosen = {
         b: max(acc, key=lambda s, b=b: np.mean([acc[s][o] for o in BATCHES if o != b]))

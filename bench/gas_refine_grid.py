@@ -19,10 +19,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from regulator.chip.network import ChipInstance  # noqa: E402
-from regulator.meta.adapt import adapt  # noqa: E402
-from regulator.meta.evaluate import _draw, _query_metric  # noqa: E402
+from gas_lobo import score_refinement  # noqa: E402
+
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.tasks.formats import load_gas_drift  # noqa: E402
 
@@ -40,19 +40,7 @@ def main() -> int:
     data = {b: load_gas_drift(REPO / "data" / "gas-drift" / f"batch{b}.dat")[:2] for b in BATCHES}
     acc: dict[tuple[int, float], dict[int, float]] = {}
     for steps, lr in GRID:
-        acc[(steps, lr)] = {}
-        for b, (x, y) in data.items():
-            rng = np.random.default_rng([0, b, 0x6A5])
-            scores = []
-            for _ in range(a.draws):
-                sup, rest = _draw(y, 5, rng)
-                cand = prior.clone()
-                cand.meta["refine_steps"], cand.meta["refine_lr"] = steps, lr
-                chip_seed = int(rng.integers(0, 2**31 - 1))
-                chip = ChipInstance.create(prior.profile, prior.cfg, chip_seed)
-                new, _ = adapt(cand, x[sup], y[sup], chip)
-                scores.append(_query_metric(new, chip, x[rest], y[rest]))
-            acc[(steps, lr)][b] = float(np.mean(scores))
+        acc[(steps, lr)] = score_refinement(prior, steps, lr, data, a.draws)
         print(steps, lr, acc[(steps, lr)], flush=True)
     lines = [
         "# Gas drift: readout refinement chosen leave-one-batch-out",
