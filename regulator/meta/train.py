@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from regulator.meta.model import ModelBundle
 from regulator.meta.proto import episode_logits
 from regulator.tasks.base import TaskFamily, make_family
 from regulator.tasks.normalisation import Normaliser
+
+if TYPE_CHECKING:
+    from regulator.meta.eval_tasks import Submitter
 
 log = logging.getLogger(__name__)
 
@@ -384,8 +387,15 @@ def _query_phi(problem: ReadoutProblem, spikes: torch.Tensor) -> torch.Tensor:
     return readout_features(spikes, problem.kernel)
 
 
-def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | None = None) -> None:
-    """Run ``n`` more meta-iterations (checkpointing into ``ckpt_dir`` if given)."""
+def train_steps(
+    tr: Trainer,
+    n: int,
+    progress: bool = True,
+    ckpt_dir: Path | None = None,
+    executor: Submitter | None = None,
+) -> None:
+    """Run ``n`` more meta-iterations (checkpointing into ``ckpt_dir`` if given); with an
+    ``executor``, each meta-batch's tasks run on it (:mod:`regulator.meta.train_fanout`)."""
     bar = tqdm(range(n), disable=not progress, desc="meta-train", dynamic_ncols=True)
     for _ in bar:
         tr.optimiser.zero_grad()
@@ -396,7 +406,11 @@ def train_steps(tr: Trainer, n: int, progress: bool = True, ckpt_dir: Path | Non
             loss_j, m_j, env_seeds = _joint_step(tr)
             losses.append(loss_j)
             metrics.append(m_j)
-        for _ in range(0 if pretrain else tr.cfg.meta_batch):
+        elif executor is not None:
+            from regulator.meta.train_fanout import fanout_meta_batch
+
+            losses, metrics, env_seeds = fanout_meta_batch(tr, executor)
+        for _ in range(0 if pretrain or executor is not None else tr.cfg.meta_batch):
             env_seed = int(tr.rng.integers(0, 2**31 - 1))
             env_seeds.append(env_seed)
             chip_seed = int(tr.rng.integers(0, 2**31 - 1))
@@ -569,9 +583,14 @@ def _adapt_nominal(b: ModelBundle, x: np.ndarray, y: np.ndarray, seed: int) -> M
 
 
 def train_prior(
-    cfg: TrainConfig, out: Path, resume: bool = True, progress: bool = True
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool = True,
+    progress: bool = True,
+    executor: Submitter | None = None,
 ) -> tuple[ModelBundle, Trainer]:
-    """Meta-train (resuming from ``out/.checkpoint`` if present) and write the folder.
+    """Meta-train (resuming from ``out/.checkpoint`` if present) and write the folder;
+    ``executor`` runs each meta-batch's tasks (see :func:`train_steps`).
 
     The card is written by the caller (it holds the evaluation table).
     """
@@ -584,6 +603,6 @@ def train_prior(
     else:
         tr = build_trainer(cfg)
     total = cfg.pretrain_steps + cfg.iterations
-    train_steps(tr, total - tr.iteration, progress=progress, ckpt_dir=ckpt)
+    train_steps(tr, total - tr.iteration, progress=progress, ckpt_dir=ckpt, executor=executor)
     bundle = finalise(tr)
     return bundle, tr

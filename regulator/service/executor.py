@@ -2,8 +2,9 @@
 
 ``inline`` runs a job in the caller's thread (replay, tests); ``local`` on a thread
 pool; ``process`` in one worker process, where adaptation's CPU work neither holds the
-daemon's GIL nor competes with inference at the same priority (it runs at nice 5). A
-Ray executor is another subclass registered in :data:`EXECUTORS`.
+daemon's GIL nor competes with inference at the same priority (it runs at nice 5);
+``ray`` as Ray tasks on a local instance or a cluster
+(:mod:`regulator.service.executor_ray`; Ray itself is imported only when one is made).
 
 :meth:`Executor.run` waits for a job at most ``timeout_s`` seconds; past it the job is
 abandoned (the ``process`` executor kills its worker; a fresh one takes the next job)
@@ -12,10 +13,10 @@ and :class:`~regulator.errors.AdaptationError` is raised.
 >>> ex = create_executor("inline")
 >>> ex.run(pow, 6, 2, timeout_s=1.0)
 36
->>> create_executor("ray")
+>>> create_executor("dask")
 Traceback (most recent call last):
 ...
-regulator.errors.UnknownNameError: unknown executor 'ray'; valid: inline, local, process
+regulator.errors.UnknownNameError: unknown executor 'dask'; valid: inline, local, process, ray
 """
 
 from __future__ import annotations
@@ -187,6 +188,9 @@ class ProcessExecutor(Executor):
 EXECUTORS: dict[str, type[Executor]] = {
     cls.name: cls for cls in (InlineExecutor, LocalExecutor, ProcessExecutor)
 }
+
+# The ray executor registers itself here (it subclasses Executor, so it comes after).
+import regulator.service.executor_ray  # noqa: E402, F401
 
 
 def create_executor(name: str, **options: Any) -> Executor:
