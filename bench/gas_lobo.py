@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from regulator.chip.network import ChipInstance  # noqa: E402
 from regulator.meta.adapt import adapt  # noqa: E402
 from regulator.meta.evaluate import _draw, _query_metric  # noqa: E402
+from regulator.meta.labelfree import recalibrate_label_free  # noqa: E402
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.meta.recipes import RECIPES  # noqa: E402
 from regulator.meta.train import TrainConfig, build_trainer, finalise, train_steps  # noqa: E402
@@ -73,16 +74,23 @@ def score_refinement(
     lr: float,
     data: dict[int, tuple[np.ndarray, np.ndarray]],
     draws: int,
+    labelfree: bool = False,
 ) -> dict[int, float]:
     """Mean accuracy per batch of ``prior`` refined ``steps`` at ``lr`` on 5 shots per
-    gas (the same draws for every prior and setting: seeded by the batch alone)."""
+    gas (the same draws for every prior and setting: seeded by the batch alone). With
+    ``labelfree`` the prior is first re-normalised without labels on the whole batch, as
+    in the protocol's ``labelfree_fewshot`` row."""
     out = {}
     for b, (x, y) in data.items():
         rng = np.random.default_rng([0, b, 0x6A5])
+        base = prior
+        if labelfree:
+            chip0 = ChipInstance.create(prior.profile, prior.cfg, 0)
+            base, _ = recalibrate_label_free(prior, x, chip0)
         scores = []
         for _ in range(draws):
             sup, rest = _draw(y, 5, rng)
-            cand = prior.clone()
+            cand = base.clone()
             cand.meta["refine_steps"], cand.meta["refine_lr"] = steps, lr
             chip = ChipInstance.create(prior.profile, prior.cfg, int(rng.integers(0, 2**31 - 1)))
             new, _ = adapt(cand, x[sup], y[sup], chip)
@@ -97,6 +105,9 @@ def main() -> int:
     ap.add_argument(
         "--variant", nargs="+", action="append", default=[], metavar="NAME [key=value ...]"
     )
+    ap.add_argument(
+        "--labelfree", action="store_true", help="label-free re-normalisation before the shots"
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "gas_lobo"))
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -110,7 +121,7 @@ def main() -> int:
         energy[name] = float(prior.calibration["energy_per_inference_j"])
         for steps, lr in GRID:
             key = f"{name}, {steps} steps @ {lr}"
-            acc[key] = score_refinement(prior, steps, lr, data, a.draws)
+            acc[key] = score_refinement(prior, steps, lr, data, a.draws, a.labelfree)
             print(key, {b: round(100 * v, 1) for b, v in acc[key].items()}, flush=True)
     chosen = {
         b: max(acc, key=lambda s, b=b: np.mean([acc[s][o] for o in BATCHES if o != b]))
@@ -119,8 +130,9 @@ def main() -> int:
     lobo = {b: acc[chosen[b]][b] for b in BATCHES}
     out_rel = Path(a.out).resolve()
     out_rel = out_rel.relative_to(REPO) if out_rel.is_relative_to(REPO) else out_rel
-    cmd = "python bench/gas_lobo.py --draws {} {} --out {}".format(
+    cmd = "python bench/gas_lobo.py --draws {}{} {} --out {}".format(
         a.draws,
+        " --labelfree" if a.labelfree else "",
         " ".join(
             "--variant " + " ".join(shlex.quote(w) for w in [n, *c]) for n, c in variants.items()
         ),
