@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--iterations", type=int, help="override the number of meta-iterations")
     tr.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation table")
+    tr.add_argument(
+        "--executor",
+        choices=("inline", "process", "ray"),
+        help="run each meta-batch's tasks there (seeded per task: every executor gives "
+        "the same prior); default: in this process, drawing episodes as before",
+    )
+    tr.add_argument(
+        "--ray-address", help="an existing Ray cluster (auto, host:6379, ray://host:10001)"
+    )
+    tr.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default all)")
 
     ev = sub.add_parser("evaluate", help="few-shot evaluation of a prior against baselines")
     ev.add_argument("model", type=Path)
@@ -128,7 +138,19 @@ def _cmd_train(a: argparse.Namespace) -> int:
             raise ConfigError(f"{a.config}: {err}") from None
     if a.iterations is not None:
         cfg = cfg.model_copy(update={"iterations": a.iterations})
-    bundle, _ = train_prior(cfg, a.out, resume=not a.no_resume)
+    executor = None
+    if a.executor is not None:
+        from regulator.service.executor import create_executor
+
+        opts: dict[str, Any] = {}
+        if a.executor == "ray":
+            opts = {"address": a.ray_address, "num_cpus": a.workers}
+        executor = create_executor(a.executor, **opts)
+    try:
+        bundle, _ = train_prior(cfg, a.out, resume=not a.no_resume, executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_pending=True)
     bundle.card = (
         f"# Prior `{cfg.family}`\n\nTraining configuration:\n\n```json\n"
         f"{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```\n\n"
