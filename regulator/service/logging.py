@@ -142,7 +142,12 @@ class _Formatter(logging.Formatter):
         self.journal = journal
 
     def _extras(self, record: logging.LogRecord) -> dict[str, Any]:
-        return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        # Names with a leading underscore are other libraries' private attributes (Ray's
+        # record factory adds ``_ray_timestamp_ns`` to every record once it is imported),
+        # never fields a caller passed in ``extra``.
+        return {
+            k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")
+        }
 
     def _exc(self, record: logging.LogRecord) -> str | None:
         if record.exc_info and not record.exc_text:

@@ -183,3 +183,23 @@ def test_reconfigure_does_not_duplicate() -> None:
         unconfigure_logging(h1)
         unconfigure_logging(h2)
         logging.captureWarnings(False)
+
+
+def test_private_record_attributes_stay_out_of_the_line() -> None:
+    # Ray installs a record factory that adds ``_ray_timestamp_ns`` to every record.
+    old = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = old(*args, **kwargs)  # type: ignore[arg-type]
+        record._ray_timestamp_ns = 123  # type: ignore[attr-defined]
+        return record
+
+    logging.setLogRecordFactory(factory)
+    buf = io.StringIO()
+    h = configure_logging("chip-3", stream=buf, fmt="text")
+    try:
+        logging.getLogger("regulator.daemon").info("up", extra={"job": "recal"})
+    finally:
+        unconfigure_logging(h)
+        logging.setLogRecordFactory(old)
+    assert buf.getvalue().rstrip().endswith("up job=recal")

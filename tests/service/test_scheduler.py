@@ -164,5 +164,5 @@ def test_executor_by_name() -> None:
     assert isinstance(ex, LocalExecutor)
     assert ex.submit(lambda: "ok").result(timeout=5) == "ok"
     ex.shutdown()
-    with pytest.raises(UnknownNameError, match="valid: inline, local, process"):
-        create_executor("ray")
+    with pytest.raises(UnknownNameError, match="valid: inline, local, process, ray"):
+        create_executor("dask")
