@@ -1,5 +1,5 @@
 """The recalibration budget: the hourly count of real work and the learning energy of
-the current UTC day, persisted in the state directory.
+the current UTC day, both persisted in the state directory.
 
 The day is the calendar day in UTC of the wall clock (seconds since the epoch; in a
 replay, the simulated seconds), so the budget resets at midnight UTC whether or not a
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
 _KEY = "learning_budget"
+_HOURLY_KEY = "hourly_recalibrations"
 
 
 class _Store(Protocol):
@@ -69,19 +70,59 @@ class LearningBudget:
 
 
 class HourlyCount:
-    """Start times (seconds, the runtime's clock) of recalibrations that did real work
-    in the last hour: only those count against ``max_per_hour``."""
+    """Start times of the recalibrations that did real work in the last hour: only those
+    count against ``max_per_hour``. :meth:`take` checks the limit and counts the start
+    in one step (thread-safe), so two starts at one moment cannot both pass it.
 
-    def __init__(self) -> None:
-        self._times: deque[float] = deque()
+    Times are on the runtime's clock (``t_s``: monotonic in the daemon, simulated in a
+    replay). Each start is persisted with its wall-clock time (seconds since the
+    epoch), since the monotonic clock starts over with the process: a restart takes
+    the starts of the last wall-clock hour back, at their age (clamped to 0 - 1 h if the
+    wall clock jumped in between), so a restart does not reset the count.
+
+    >>> h = HourlyCount(store=None, t_s=0.0, wall_s=0.0)
+    >>> h.take(10.0, 10.0, limit=1), h.take(10.0, 10.0, limit=1), h.last_hour(3_610.0)
+    (True, False, 0)
+    """
+
+    def __init__(self, store: _Store | None, t_s: float, wall_s: float) -> None:
+        self._store = store
         self._lock = threading.Lock()
+        self._starts: deque[tuple[float, float]] = deque()  # (t_s, wall_s)
+        saved = store.load(_HOURLY_KEY, default=None) if store is not None else None
+        if saved is None:
+            return
+        try:
+            if not isinstance(saved, dict):
+                raise TypeError(f"not a mapping: {type(saved).__name__}")
+            walls = sorted(float(w) for w in saved["wall_s"])
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("hourly recalibration count not restored: %s", err)
+            return
+        for w in walls:
+            age = min(max(wall_s - w, 0.0), HOUR_S)
+            if math.isfinite(age) and age < HOUR_S:
+                self._starts.append((t_s - age, w))
 
-    def note(self, t_s: float) -> None:
+    def take(self, t_s: float, wall_s: float, limit: int) -> bool:
+        """Count a start at ``t_s`` if fewer than ``limit`` started in the hour before;
+        False (nothing counted) if the limit is reached."""
         with self._lock:
-            self._times.append(t_s)
+            self._forget(t_s)
+            if len(self._starts) >= limit:
+                return False
+            self._starts.append((t_s, wall_s))
+            state = {"wall_s": [w for _, w in self._starts]}
+        if self._store is not None:
+            self._store.save(_HOURLY_KEY, state)
+        return True
 
     def last_hour(self, t_s: float) -> int:
+        """Starts in the hour before ``t_s``."""
         with self._lock:
-            while self._times and self._times[0] <= t_s - HOUR_S:
-                self._times.popleft()
-            return len(self._times)
+            self._forget(t_s)
+            return len(self._starts)
+
+    def _forget(self, t_s: float) -> None:
+        while self._starts and self._starts[0][0] <= t_s - HOUR_S:
+            self._starts.popleft()

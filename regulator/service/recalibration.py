@@ -24,7 +24,7 @@ import numpy as np
 
 from regulator.errors import RegulatorError
 from regulator.service.actions import Trigger
-from regulator.service.candidate import CandidateRequest, build_candidate
+from regulator.service.candidate import MIN_RECENT, CandidateRequest, build_candidate
 from regulator.service.intake import Split, split_support
 from regulator.service.jobs import Mode, RecalibrationState, Request
 from regulator.service.labels import Label
@@ -141,8 +141,9 @@ class Recalibrator:
             res = self.run(req.trigger, req.mode, req.reason)
             # Labels were short: it skipped, or ran a label-free stopgap meanwhile (which
             # may have failed or been swapped in); the supervised one still waits for them.
+            # A job refused by a limit with enough labels does not wait: it is over.
             waiting = req.mode == "supervised" and (
-                res.outcome == "skipped" or res.mode == "label_free"
+                res.mode == "label_free" or (res.outcome == "skipped" and self.waiting_need > 0)
             )
             return res
         finally:
@@ -232,7 +233,14 @@ class Recalibrator:
                     RecalibrationResult(trigger, mode, "skipped", why, t_start), wall0
                 )
             mode = "label_free"
-        rt.hourly.note(t_start)  # only real work counts against max_per_hour
+        recent = self._unlabelled()
+        refused = self._refusal(mode, len(recent), t_start)
+        if refused is not None:
+            if trigger == "rule":
+                self._refunds += 1
+            return self._finish(
+                RecalibrationResult(trigger, mode, "skipped", refused, t_start), wall0
+            )
 
         def stack(labels: list[Label]) -> tuple[np.ndarray | None, np.ndarray | None]:
             if not labels:
@@ -243,7 +251,6 @@ class Recalibrator:
         support = split.support if mode == "supervised" else []
         sx, sy = stack(support)
         hx, hy = stack(split.holdout)
-        recent = self._unlabelled()
         try:
             tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=rt.state.root))
         except OSError as err:
@@ -268,7 +275,10 @@ class Recalibrator:
             try:
                 res = rt.executor.run(build_candidate, req, timeout_s=timeout)
             except (RegulatorError, ValueError, RuntimeError, OSError) as err:
-                log.exception("recalibration failed")
+                if isinstance(err, RegulatorError):  # a refusal or a timeout: one line
+                    log.warning("recalibration failed: %s", err)
+                else:  # anything else is a bug: its traceback
+                    log.exception("recalibration failed")
                 return self._finish(
                     RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0
                 )
@@ -326,6 +336,24 @@ class Recalibrator:
             ),
             wall0,
         )
+
+    def _refusal(self, mode: Mode, n_recent: int, t_s: float) -> str | None:
+        """Why this job may not start its work, or None once it is counted against
+        ``max_per_hour`` (checked and counted in one step, so two starts at one tick
+        cannot both pass the limit). Whoever asked, these limits hold for real work."""
+        rt = self._rt
+        cfg = rt.policy.recalibration
+        if mode == "label_free" and n_recent < MIN_RECENT:
+            return f"label-free recalibration needs >= {MIN_RECENT} recent samples, have {n_recent}"
+        wall = rt.wall_clock()
+        budget = cfg.learning_energy_budget_j_per_day
+        spent = rt.budget.today_j(wall)
+        if budget is not None and spent >= budget:
+            return f"learning energy today {spent:.4g} J >= budget {budget:.4g} J per day"
+        if not rt.hourly.take(t_s, wall, cfg.max_per_hour):
+            n = rt.hourly.last_hour(t_s)
+            return f"{n} recalibrations in the last hour (max_per_hour {cfg.max_per_hour})"
+        return None
 
     def _finish(self, res: RecalibrationResult, wall0: float) -> RecalibrationResult:
         rt = self._rt

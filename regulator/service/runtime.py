@@ -108,8 +108,8 @@ class Runtime:
         self.metrics.init_recalibration_series(TRIGGERS)
         self.engine = RuleEngine(policy)
         self.budget = LearningBudget(self.state.monitors)
-        self.hourly = HourlyCount()
-        self.last_tick_wall = time.time()
+        self.hourly = HourlyCount(self.state.monitors, clock(), wall_clock())
+        self._last_tick_mono = time.monotonic()  # liveness: immune to wall-clock jumps
         self._last_snapshot_t = -math.inf
         self.slot = ServingSlot(
             policy, self.registry, resolve_path(policy.model.prior), clock(), self.metrics.set_model
@@ -183,8 +183,9 @@ class Runtime:
 
     @property
     def healthy_since_tick_s(self) -> float:
-        """Wall seconds since the main loop last ticked."""
-        return time.time() - self.last_tick_wall
+        """Seconds since the main loop last ticked, on the monotonic clock (a jump of
+        the wall clock must not make the daemon look dead, or alive)."""
+        return time.monotonic() - self._last_tick_mono
 
     def snapshot(self) -> Snapshot:
         return self.monitors.snapshot(self.serving)
@@ -295,8 +296,8 @@ class Runtime:
     def tick(self, t: float | None = None) -> list[Decision]:
         """Evaluate the rules once and act on their decisions."""
         t_now = self.clock() if t is None else t
-        self.last_tick_wall = time.time()
-        self.metrics.last_tick.set(self.last_tick_wall)
+        self._last_tick_mono = time.monotonic()
+        self.metrics.last_tick.set(time.time())  # the gauge is a timestamp
         self.collector.ensure_layers(self.monitors.density.layer_names)
         self.recal.retry_waiting()
         if t_now - self._last_snapshot_t >= SNAPSHOT_EVERY_S:

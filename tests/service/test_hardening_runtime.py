@@ -4,18 +4,26 @@ start, and leftovers of interrupted work."""
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
+from regulator.errors import AdaptationError
+from regulator.policy.engine import Decision
 from regulator.policy.model import Policy
+from regulator.service.executor import InlineExecutor
 from regulator.service.runtime import Runtime
 from regulator.service.state import Label
 from regulator.tasks.base import make_family
 from tests.service.conftest import policy_dict
+
+T = TypeVar("T")
 
 
 def _runtime(tmp_path: Path, prior: Path, **sections: Any) -> Runtime:
@@ -101,6 +109,113 @@ def test_waiting_for_labels_does_not_spend_max_per_hour(tmp_path: Path, tiny_pri
         assert signals.recalibrations_last_hour == 0
         assert rt.engine.recalibration_blocked(signals) is None
     finally:
+        rt.close()
+
+
+class _FailingExecutor(InlineExecutor):
+    """Every candidate build fails as a timed-out worker would: the recalibration has
+    started (it counts against max_per_hour) and ends at once."""
+
+    def run(self, fn: Callable[..., T], *args: Any, timeout_s: float) -> T:
+        raise AdaptationError(f"job timed out after {timeout_s:.0f} s")
+
+
+def _ready_runtime(tmp_path: Path, prior: Path, clock: list[float], **recal: Any) -> Runtime:
+    """A runtime with enough labels that a supervised recalibration starts real work."""
+    policy = Policy.model_validate(
+        policy_dict(prior, recalibration={"k_shot": 3, "holdout_per_class": 2, **recal})
+    )
+    rt = Runtime(
+        policy,
+        tmp_path / "state",
+        clock=lambda: clock[0],
+        wall_clock=lambda: 1.7e9 + clock[0],
+        inline_jobs=True,
+        executor=_FailingExecutor(),
+    )
+    x, y = _samples(60, seed=2)
+    rt.add_labels([(f"l{i}", int(y[i]), x[i]) for i in range(len(y))])
+    return rt
+
+
+def test_two_rule_recalibrations_at_one_tick_pass_the_hourly_limit_once(
+    tmp_path: Path, tiny_prior: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay found 5 in an hour under max_per_hour 4: the engine counts a tick's
+    recalibrations once, and each rule's request ran. The runtime must check and count
+    each start."""
+    clock = [100.0]
+    rt = _ready_runtime(tmp_path, tiny_prior, clock, max_per_hour=1)
+    try:
+        two = [Decision(f"rule-{i}", "recalibrate_supervised", "drift", 100.0) for i in (1, 2)]
+        monkeypatch.setattr(rt.engine, "evaluate", lambda signals: two)
+        rt.tick()
+        outcomes = [(r.outcome, r.reason) for r in rt.results]
+        assert len(outcomes) == 2, outcomes
+        assert outcomes[0][0] == "failed", outcomes  # started: real work
+        assert outcomes[1] == ("skipped", "1 recalibrations in the last hour (max_per_hour 1)")
+        assert rt.hourly.last_hour(clock[0]) == 1
+    finally:
+        rt.close()
+
+
+def test_a_restart_keeps_the_hourly_count(tmp_path: Path, tiny_prior: Path) -> None:
+    clock = [100.0]
+    rt = _ready_runtime(tmp_path, tiny_prior, clock, max_per_hour=2)
+    try:
+        assert [rt.recalibrate("http", "supervised").outcome for _ in range(2)] == ["failed"] * 2
+    finally:
+        rt.close()
+    clock[0] = 1_000.0  # 15 minutes later
+    rt = _ready_runtime(tmp_path, tiny_prior, clock, max_per_hour=2)
+    try:
+        assert rt.hourly.last_hour(clock[0]) == 2
+        out = rt.request_recalibration("http")
+        assert out["scheduled"] is False and "max_per_hour 2" in out["reason"], out
+        res = rt.recalibrate("http", "supervised")  # the job itself checks too
+        assert res.outcome == "skipped" and "max_per_hour 2" in res.reason, res
+        clock[0] = 100.0 + 3_600.0  # an hour after those two started: free again
+        assert rt.hourly.last_hour(clock[0]) == 0
+        assert rt.recalibrate("http", "supervised").outcome == "failed"
+    finally:
+        rt.close()
+
+
+def test_an_expected_refusal_logs_one_line_without_a_traceback(
+    tmp_path: Path, tiny_prior: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [100.0]
+    rt = _ready_runtime(tmp_path, tiny_prior, clock, max_per_hour=1)
+    try:
+        with caplog.at_level(logging.INFO, logger="regulator"):
+            rt.recalibrate("http", "supervised")  # the worker timed out
+            rt.recalibrate("http", "supervised")  # refused by the hourly limit
+            rt.recalibrate("http", "label_free")  # too few recent samples
+            rt.add_labels([("bad", 0, np.zeros((3, 3), np.float32))])  # refused at the edge
+        records = [r for r in caplog.records if r.name.startswith("regulator")]
+        assert records
+        assert [r.getMessage() for r in records if r.exc_info or r.exc_text] == []
+        text = "\n".join(r.getMessage() for r in records)
+        assert "recalibration failed: job timed out" in text
+        assert "max_per_hour 1" in text and "needs >= 20 recent samples" in text
+    finally:
+        rt.close()
+
+
+def test_liveness_ignores_a_wall_clock_jump(
+    tmp_path: Path, tiny_prior: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = _runtime(tmp_path, tiny_prior)
+    try:
+        rt.tick()
+        real = time.time
+        for jump_s in (86_400.0, -86_400.0):  # NTP steps the clock a day either way
+            monkeypatch.setattr(time, "time", lambda j=jump_s: real() + j)
+            assert 0.0 <= rt.healthy_since_tick_s < 5.0
+            rt.tick()
+            assert 0.0 <= rt.healthy_since_tick_s < 5.0
+    finally:
+        monkeypatch.undo()
         rt.close()
 
 
