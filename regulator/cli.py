@@ -63,7 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--tasks", type=int, default=50, help="held-out tasks per K")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--gas-drift", type=Path, help="folder with batch1..5.dat (gas-drift protocol)")
+    ev.add_argument(
+        "--gas-drift",
+        type=Path,
+        help="folder with batch1.dat, batch2.dat, ... (gas-drift protocol: trained on batch 1)",
+    )
+    ev.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=[2, 3, 4, 5],
+        help="gas drift: the batches adapted to and scored (any later recordings of the "
+        "array in the same format, batchN.dat)",
+    )
+    ev.add_argument("--draws", type=int, default=20, help="gas drift: draws of the shots per batch")
     ev.add_argument("--out", type=Path, help="write the JSON table here")
 
     rp = sub.add_parser("replay", help="drive the daemon's runtime with recorded data")
@@ -170,7 +183,13 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     progress = sys.stderr.isatty()
     if a.gas_drift is not None:
         table = evaluate_gas_drift(
-            bundle, a.gas_drift, k_per_class=a.shots[0], seed=a.seed, progress=progress
+            bundle,
+            a.gas_drift,
+            k_per_class=a.shots[0],
+            draws=a.draws,
+            seed=a.seed,
+            batches=tuple(a.batches),
+            progress=progress,
         )
         print(gas_markdown(table))
     else:

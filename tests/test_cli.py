@@ -116,3 +116,29 @@ def test_unparsable_policy_exits_2(
 def test_missing_policy_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_later_recording_holding_a_gas_batch_1_lacks(tmp_path: Path) -> None:
+    """``evaluate --batches`` scores any later recording of the array (batchN.dat), and
+    a gas that batch 1 lacks is one more class for every peer, not a crash."""
+    src = REPO / "data" / "gas-drift"
+    b1 = (src / "batch1.dat").read_text().splitlines()[:300]  # gases 1-4 only
+    assert {ln.split(";")[0] for ln in b1} == {"1", "2", "3", "4"}
+    (tmp_path / "batch1.dat").write_text("\n".join(b1) + "\n")
+    later = (src / "batch3.dat").read_text().splitlines()[::8]  # gases 1-5
+    (tmp_path / "batch7.dat").write_text("\n".join(later) + "\n")
+    out = tmp_path / "gas.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "evaluate", str(REPO / "models" / "gas-drift"),
+         "--gas-drift", str(tmp_path), "--batches", "7", "--draws", "2", "--shots", "3",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| method | batch 7 | mean |" in r.stdout
+    import json
+
+    table = json.loads(out.read_text())["table"]["7"]
+    assert {"labelfree_fewshot", "lr_source", "mlp_renorm", "ncm"} <= set(table)
+    for name in ("labelfree_fewshot", "lr_source", "mlp_renorm", "ncm"):
+        assert 0.0 <= table[name]["metric"]["mean"] <= 1.0

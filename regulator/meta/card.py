@@ -44,7 +44,12 @@ def row_label(name: str) -> str:
 
 
 def _ci(m: dict[str, float], scale: float = 100.0) -> str:
-    return f"{scale * m['mean']:.1f} [{scale * m['ci95_low']:.1f}, {scale * m['ci95_high']:.1f}]"
+    """Mean and 95% interval; in percent (``scale`` 100) the interval is cut to [0, 100],
+    as a t-interval over few draws can reach past what an accuracy can be."""
+    lo, hi = scale * m["ci95_low"], scale * m["ci95_high"]
+    if scale == 100.0:
+        lo, hi = max(lo, 0.0), min(hi, 100.0)
+    return f"{scale * m['mean']:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
 def kshot_markdown(result: dict[str, Any]) -> str:
@@ -85,7 +90,7 @@ def gas_markdown(result: dict[str, Any]) -> str:
     """The per-batch table of :func:`~regulator.meta.evaluate.evaluate_gas_drift`."""
     batches = result["batches"]
     names = list(result["mean_over_batches"])
-    head = "| method | " + " | ".join(f"batch {b}" for b in batches) + " | mean 2–5 |"
+    head = "| method | " + " | ".join(f"batch {b}" for b in batches) + " | mean |"
     lines = [head, "|---|" + "---|" * (len(batches) + 1)]
     for n in names:
         cells = [_ci(result["table"][str(b)][n]["metric"]) for b in batches]
@@ -185,7 +190,7 @@ def render_card(
         ]
     if gas is not None:
         out += [
-            "## Evaluation: gas drift, batches 2–5",
+            "## Evaluation: gas drift, batches " + ", ".join(str(b) for b in gas["batches"]),
             "",
             f"Trained on batch 1 only. {gas['k_per_class']} labelled samples per gas present "
             f"in each batch, {gas['draws']} random draws, accuracy % on the rest of that batch "

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from regulator.chip.network import ChipInstance, SpikingNetwork
-from regulator.errors import ConfigError, NotEnoughSamplesError
+from regulator.errors import ConfigError, DataFormatError, NotEnoughSamplesError
 from regulator.meta.adapt import AdaptationReport, adapt, metric, task_loss
 from regulator.meta.labelfree import recalibrate_label_free
 from regulator.meta.model import ModelBundle
@@ -403,10 +403,13 @@ def train_dense(
     n_hidden: int = 64,
     epochs: int = 200,
     seed: int = 0,
+    n_classes: int | None = None,
 ) -> nn.Module:
-    """The dense peer: an MLP trained on ``x`` scaled by ``normaliser`` (batch 1)."""
+    """The dense peer: an MLP trained on ``x`` scaled by ``normaliser`` (batch 1), with
+    ``n_classes`` outputs (default: the classes in ``y``; a later batch may hold a class
+    that the training batch does not)."""
     torch.manual_seed(seed)
-    model = _Dense(int(np.prod(x.shape[1:])), n_hidden, int(y.max()) + 1)
+    model = _Dense(int(np.prod(x.shape[1:])), n_hidden, n_classes or int(y.max()) + 1)
     xt = torch.from_numpy(np.clip(normaliser.transform(x), -10, 10))
     _fit(model, xt, torch.as_tensor(y), epochs, 3e-3, 64, seed)
     return model
@@ -469,6 +472,13 @@ def evaluate_gas_drift(
         if not p.is_file():
             raise ConfigError(f"gas-drift batch {b} not found: {p}")
     loaded = {b: load_gas_drift(p)[:2] for b, p in paths.items()}
+    n_classes = int(bundle.cfg.n_outputs)
+    for b in (1, *batches):
+        if int(loaded[b][1].max()) >= n_classes:
+            raise DataFormatError(
+                f"gas-drift batch {b}: gas {int(loaded[b][1].max()) + 1} found, but the prior "
+                f"classifies {n_classes} gases"
+            )
     for b in batches:
         counts = np.bincount(loaded[b][1])
         short = [(c, int(n)) for c, n in enumerate(counts) if 0 < n < k_per_class]
@@ -480,8 +490,8 @@ def evaluate_gas_drift(
     t_start = time.perf_counter()
     x1, y1 = loaded[1]
     dense_norm = Normaliser(bundle.normaliser.method, bundle.normaliser.signed_log).fit(x1)
-    dense = train_dense(x1, y1, dense_norm, seed=seed)
-    skeptic = Peers.fit(SourceData([(x1, y1)], int(y1.max()) + 1, signed_log=True), seed)
+    dense = train_dense(x1, y1, dense_norm, seed=seed, n_classes=n_classes)
+    skeptic = Peers.fit(SourceData([(x1, y1)], n_classes, signed_log=True), seed)
     e_inf = float(bundle.calibration.get("energy_per_inference_j", 0.0))
     rows: dict[str, Any] = {}
     means: dict[str, list[float]] = {}

@@ -188,8 +188,11 @@ class Peers:
             y_all = np.concatenate([self._src_y, sy])
             w_all = np.concatenate([np.ones(len(self._src_f)), np.full(len(fs), SHOT_WEIGHT)])
             am, asd = _standardiser(f_all)
-            lr_s = copy.deepcopy(self._lr_source)
-            lr_s.set_params(warm_start=True, max_iter=200)  # type: ignore[attr-defined]
+            if set(np.unique(y_all)) == set(self._lr_source.classes_):  # type: ignore[attr-defined]
+                lr_s = copy.deepcopy(self._lr_source)
+                lr_s.set_params(warm_start=True, max_iter=200)  # type: ignore[attr-defined]
+            else:  # the shots hold a class the source does not: no warm start
+                lr_s = LogisticRegression(C=1.0, max_iter=300)
             lr_s.fit((f_all - am) / asd, y_all, sample_weight=w_all)  # type: ignore[attr-defined]
             out["lr_source"] = _acc(lr_s.predict((fq - am) / asd), qy)  # type: ignore[attr-defined]
         classes = np.unique(sy)

@@ -13,6 +13,7 @@ from regulator.chip.network import ChipInstance
 from regulator.chip.quant import weight_levels
 from regulator.errors import (
     ChecksumError,
+    DataFormatError,
     NotEnoughSamplesError,
     UnknownNameError,
 )
@@ -336,3 +337,14 @@ def test_every_algorithm_meta_trains_every_parameter(algorithm: str) -> None:
     assert report.scope == "all" and report.weight_writes > 0
     for k, v in tr.bundle.network.named_parameters():  # the original is never changed
         assert torch.equal(v, original[k])
+
+
+def test_gas_drift_gas_beyond_the_prior_is_refused(
+    tmp_path: Path, tiny_bundle: ModelBundle
+) -> None:
+    n = tiny_bundle.cfg.n_outputs
+    lines = "\n".join(f"{1 + i % 2};10.0 1:{i}.0 2:1.0" for i in range(12))
+    (tmp_path / "batch1.dat").write_text(lines + "\n")
+    (tmp_path / "batch6.dat").write_text(lines + f"\n{n + 1};10.0 1:1.0 2:1.0\n")
+    with pytest.raises(DataFormatError, match=f"batch 6: gas {n + 1} found"):
+        evaluate_gas_drift(tiny_bundle, tmp_path, k_per_class=2, batches=(6,))
