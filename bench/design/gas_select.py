@@ -14,6 +14,7 @@ pick (an upper bound, not a method), and the mean-probability ensemble of all bo
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,13 +54,18 @@ def cv_score(bundle: ModelBundle, sx: np.ndarray, sy: np.ndarray, seed: int, k: 
 
 def main() -> None:
     draws = int(sys.argv[1])
-    folders = sys.argv[2:]
+    opts = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)
+    with_cv = "--no-cv" not in sys.argv
+    folders = [f for f in sys.argv[2:] if f != "--no-cv" and "=" not in f]
+    n_unlabelled = int(opts.get("unlabelled", 10**9))
+    data_dir = Path(opts.get("data", str(GAS_DIR)))
+    batch_ids = [int(b) for b in opts.get("batches", "2,3,4,5").split(",")]
     bodies = [ModelBundle.load(f) for f in folders]
     names = [f.rstrip("/").split("/")[-1] for f in folders]
     torch.set_num_threads(1)
     table: dict[str, dict[int, float]] = {}
-    for b in (2, 3, 4, 5):
-        x, y = load_gas_drift(GAS_DIR / f"batch{b}.dat")[:2]
+    for b in batch_ids:
+        x, y = load_gas_drift(data_dir / f"batch{b}.dat")[:2]
         rng = np.random.default_rng([0, b, 0x6A5])
         res: dict[str, list[float]] = {}
         for _ in range(draws):
@@ -73,9 +79,17 @@ def main() -> None:
                 p = probs(new, chip, qx)
                 ps.append(p)
                 accs.append(float((p.argmax(1) == qy).mean()))
-                cvs.append(cv_score(body, sx, sy, seed, 5))
+                cvs.append(cv_score(body, sx, sy, seed, 5) if with_cv else 0.0)
                 res.setdefault(name, []).append(accs[-1])
             pick = int(np.argmax(cvs))  # argmax takes the first of ties
+            # label-free criteria on the batch's other (unlabelled) inputs: confidence
+            sub = rng.permutation(len(qy))[:n_unlabelled]
+            conf = [float(p[sub].max(1).mean()) for p in ps]
+            ent = [float(-(p[sub] * np.log(p[sub] + 1e-9)).sum(1).mean()) for p in ps]
+            res.setdefault("confidence pick", []).append(accs[int(np.argmax(conf))])
+            res.setdefault("entropy pick", []).append(accs[int(np.argmin(ent))])
+            if not with_cv:
+                cvs = [0.0] * len(accs)
             res.setdefault("cv pick", []).append(accs[pick])
             res.setdefault("oracle", []).append(max(accs))
             ens = np.mean(ps, 0)
@@ -87,10 +101,10 @@ def main() -> None:
             f"batch {b}: " + ", ".join(f"{k} {100 * np.mean(v):.1f}" for k, v in res.items()),
             flush=True,
         )
-    print("| method | batch 2 | batch 3 | batch 4 | batch 5 | mean |")
-    print("|---|---|---|---|---|---|")
+    print("| method | " + " | ".join(f"batch {b}" for b in batch_ids) + " | mean |")
+    print("|---|" + "---|" * (len(batch_ids) + 1))
     for k, row in table.items():
-        cells = " | ".join(f"{100 * row[b]:.1f}" for b in (2, 3, 4, 5))
+        cells = " | ".join(f"{100 * row[b]:.1f}" for b in batch_ids)
         print(f"| {k} | {cells} | {100 * np.mean(list(row.values())):.1f} |")
 
 
