@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from regulator.service.metrics import Metrics
+from regulator.service.metrics import Metrics, MetricsApp, _Render
+from regulator.service.server import serve
 
 DEV = {"device": "chip-7"}
 
@@ -148,3 +155,70 @@ def test_second_instance_on_new_registry(reg: CollectorRegistry) -> None:
 def test_empty_device_refused(reg: CollectorRegistry) -> None:
     with pytest.raises(ValueError, match="device"):
         Metrics(reg, "")
+
+
+# -- the /metrics app ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _scrape_client(reg: CollectorRegistry) -> Iterator[httpx.Client]:
+    """MetricsApp alone behind a real uvicorn on a free loopback port."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    app = Starlette(routes=[Route("/metrics", MetricsApp(reg), methods=["GET"])])
+    server = serve(app, "127.0.0.1", 0)  # type: ignore[arg-type]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def test_metrics_app_serves_what_prometheus_client_does(reg: CollectorRegistry) -> None:
+    m = Metrics(reg, "chip-7")
+    with _scrape_client(reg) as client:
+        m.samples.inc(2)
+        r = client.get("/metrics")  # httpx asks for gzip and gets it (decoded here)
+        assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+        assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert 'regulator_samples_total{device="chip-7"} 2.0' in r.text
+        m.samples.inc()  # the next scrape sees it: no answer predates its request
+        assert 'regulator_samples_total{device="chip-7"} 3.0' in client.get("/metrics").text
+        r = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+        assert r.headers["content-type"].startswith("application/openmetrics-text")
+        assert r.text.rstrip().endswith("# EOF")
+        r = client.get("/metrics", params={"name[]": "regulator_samples_total"})
+        assert r.text.count("# TYPE") == 1, r.text
+
+
+def test_concurrent_scrapes_share_one_render() -> None:
+    """Scrapes that arrive during a render wait for one more, started after all of
+    them arrived: a burst of N scrapes costs two renders, and none sees older data."""
+    started, release = threading.Event(), threading.Event()
+    value = [0]
+    renders: list[int] = []
+
+    def render() -> bytes:
+        seen = value[0]  # what this render reads
+        renders.append(seen)
+        if len(renders) == 1:
+            started.set()
+            release.wait(10)
+        return str(seen).encode()
+
+    shared = _Render(render)
+    out: dict[str, bytes] = {}
+    first = threading.Thread(target=lambda: out.update(a=shared.fresh()))
+    first.start()
+    assert started.wait(10)
+    value[0] = 1  # changed after the first render began, before the others arrive
+    late = [threading.Thread(target=lambda k=k: out.update({k: shared.fresh()})) for k in "bcd"]
+    for t in late:
+        t.start()
+    time.sleep(0.2)  # let them reach the wait
+    release.set()
+    for t in (first, *late):
+        t.join(10)
+    assert out == {"a": b"0", "b": b"1", "c": b"1", "d": b"1"}
+    assert renders == [0, 1]
