@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
@@ -51,7 +51,7 @@ from regulator.service.bodies import (
     check_x,
 )
 from regulator.service.edge import ASGIApp, BodyLimit, ServerErrorGuard, parse_json
-from regulator.service.metrics import Metrics
+from regulator.service.metrics import Metrics, MetricsApp
 from regulator.service.openapi import body_doc, openapi_builder
 from regulator.service.runtime_api import RuntimeAPI
 from regulator.service.server import ServerThread, serve
@@ -150,7 +150,7 @@ def build_app(
     app.add_middleware(  # outermost
         ServerErrorGuard, on_error=server_error, on_no_route=lambda: refused("no_route")
     )
-    metrics_app = _AsgiEndpoint(make_asgi_app(registry=metrics_registry))
+    metrics_app = _AsgiEndpoint(MetricsApp(metrics_registry))
     for path in ("/metrics", "/metrics/"):
         app.router.routes.append(
             Route(path, endpoint=metrics_app, methods=["GET"], include_in_schema=False)
