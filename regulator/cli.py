@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bars (none off a terminal)"
     )
 
+    fl = sub.add_parser("fleet", help="simulate a fleet of chips as Ray actors")
+    fl.add_argument("file", type=Path, help="fleet file (YAML or TOML)")
+    fl.add_argument("--check", action="store_true", help="validate the file and exit")
+    fl.add_argument("--rounds", type=int, help="rounds to run (default: until stopped)")
+    fl.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://HEAD:10001)")
+    fl.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all)")
+
     ex = sub.add_parser("export-nir", help="export a model to NIR")
     ex.add_argument("model", type=Path)
     ex.add_argument("out", type=Path)
@@ -218,6 +225,14 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fleet(a: argparse.Namespace) -> int:
+    from regulator.fleet.command import check_fleet, run_fleet
+
+    if a.check:
+        return check_fleet(a.file)
+    return run_fleet(a.file, a.rounds, a.ray_address, a.workers)
+
+
 def _cmd_export(a: argparse.Namespace) -> int:
     from regulator.chip.nir_io import export_model_folder
 
@@ -246,6 +261,7 @@ COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "replay": _cmd_replay,
+    "fleet": _cmd_fleet,
     "export-nir": _cmd_export,
     "report": _cmd_report,
 }

@@ -14,7 +14,9 @@ from regulator.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = sorted((REPO / "deploy" / "policies").glob("*.yaml"))
-COMMANDS = ("run", "check-config", "train", "evaluate", "replay", "export-nir", "report")
+COMMANDS = (
+    "run", "check-config", "train", "evaluate", "replay", "fleet", "export-nir", "report",
+)  # fmt: skip
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -36,7 +36,14 @@ import yaml
 from regulator.errors import ConfigError
 from regulator.policy.model import Policy, parse_policy
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_POLICY_BYTES", "load_policy", "read_policy_text"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "MAX_POLICY_BYTES",
+    "load_policy",
+    "read_policy_data",
+    "read_policy_text",
+]
 
 MAX_POLICY_BYTES = 1 << 20
 """Largest policy file read (bytes); the commented default is about 10 KB."""
@@ -203,6 +210,13 @@ def load_policy(path: Path | str | None) -> Policy:
     if path is None:
         return Policy()
     path = Path(path)
+    return parse_policy(read_policy_data(path), origin=str(path))
+
+
+def read_policy_data(path: Path) -> Any:
+    """The file parsed (TOML for a ``.toml`` suffix, else YAML) within the same limits
+    as :func:`load_policy`, not yet validated; ConfigError otherwise. A fleet file
+    (:mod:`regulator.fleet.config`) is read with it too."""
     text = read_policy_text(path)
     data: Any
     try:
@@ -216,4 +230,4 @@ def load_policy(path: Path | str | None) -> Policy:
     except RecursionError:  # tomllib recurses on nested inline tables and arrays
         raise ConfigError(f"{path}: nesting too deep") from None
     _check_depth(path, data)
-    return parse_policy(data, origin=str(path))
+    return data
