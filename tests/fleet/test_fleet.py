@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,43 @@ def test_the_shipped_fleet_file_is_valid() -> None:
         3,
     )
     assert fleet.policies["chip1"].rules == chip4.rules  # the base policy's
+
+
+# Queries that may rightly be empty here: annotations look 1 minute back (the shifted
+# chip's recalibration may be older), and no sample is rejected in this run.
+MAY_BE_EMPTY = ("changes(", "samples_rejected")
+
+
+@pytest.mark.e2e
+def test_prometheus_scrapes_every_device_and_the_fleet_dashboard_answers(
+    fleet: Any, tmp_path: Path
+) -> None:
+    from tests.e2e import promstack
+
+    if promstack.missing_binaries():
+        pytest.skip(f"not installed: {promstack.missing_binaries()}")
+    sup, _ = fleet
+    targets = json.loads(sup.fleet.targets_file.read_text())
+    addresses = [t["targets"][0] for t in targets]
+    devices = sorted(t["labels"]["device"] for t in targets)
+    with promstack.start(tmp_path, scrape_targets=addresses) as stack:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the fleet serves while Prometheus scrapes
+            sup.round(20)
+            time.sleep(0.5)
+            if len(stack.query('up{job="regulator"} == 1')) == len(devices) and len(
+                stack.query("device:regulator_samples:rate1m > 0")
+            ) == len(devices):
+                break
+        assert len(stack.query('up{job="regulator"} == 1')) == len(devices)
+        got = {r["metric"]["device"] for r in stack.query("regulator_samples_total")}
+        assert sorted(got) == devices
+        dashboard = promstack.GRAFANA / "dashboards" / "regulator-fleet.json"
+        empty = []
+        for where, expr in promstack.dashboard_queries(dashboard, ".*"):
+            result = stack.query(expr)  # a StackError fails the test with its message
+            if not result and not any(k in expr for k in MAY_BE_EMPTY):
+                empty.append(f"{where}: {expr}")
+            for r in result:
+                assert r["metric"].get("device", devices[0]) in devices, (where, r)
+        assert not empty, "fleet panels without data:\n" + "\n".join(empty)
