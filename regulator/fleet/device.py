@@ -9,7 +9,9 @@ so a device serves as fast as its share of a CPU allows and two runs of the same
 device agree. Everything accepted lives in the state directory (registry versions, the
 label buffer, the event log, the learning budget) and the number of samples served is
 written there after each round, so a runner restarted on the same directory goes on
-from the next sample with its versions and labels intact.
+from the next sample with its versions and labels intact. A round cut short by a kill
+is served again from its first sample (the environment's draws are seeded, so the same
+samples; labels are kept by sample id, so none is counted twice).
 """
 
 from __future__ import annotations
