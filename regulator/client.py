@@ -51,12 +51,18 @@ Values = Sequence[float] | Sequence[Sequence[float]]
 
 @dataclass(frozen=True)
 class PushResult:
-    """What ``POST /v1/samples`` accepted: the ids of the queued samples, and the
-    refused ones as ``{"index", "reason", ...}`` (index into what was sent)."""
+    """What ``POST /v1/samples`` answered (``SamplesResponse``): the ids of the accepted
+    samples, the refused ones as ``{"index", "reason", ...}`` (index into what was
+    sent), the served ones' ``predictions`` (``{"sample_id", "prediction", "outputs",
+    "ood_p_value", "version"}``, in order), the ids not served within the wait, and the
+    recalibration phase after serving."""
 
     accepted: int
     ids: list[str]
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    recalibration: str = "idle"
 
 
 @dataclass(frozen=True)
@@ -180,13 +186,15 @@ class Client:
         xs: Sequence[Values],
         ids: Sequence[str] | None = None,
         t: Sequence[float] | None = None,
+        wait: bool = True,
     ) -> PushResult:
-        """Queue samples for inference (the daemon's source must be ``http``).
+        """Send samples for inference (the daemon's source must be ``http``).
 
         ``xs[i]`` is one sample (``[C]`` or ``[C][L]``); ``ids`` name them for later
         labels (the daemon makes ids otherwise, returned in :attr:`PushResult.ids`);
-        ``t`` are their times in seconds. Raises :class:`RequestRejectedError` when
-        every sample is refused."""
+        ``t`` are their times in seconds. With ``wait`` the answer comes once they are
+        served, with their predictions; without, once they are queued. Raises
+        :class:`RequestRejectedError` when every sample is refused."""
         samples = []
         for i, x in enumerate(xs):
             item: dict[str, Any] = {"x": _plain(x)}
@@ -195,8 +203,18 @@ class Client:
             if t is not None:
                 item["t"] = float(t[i])
             samples.append(item)
-        out = self._json("POST", "/v1/samples", {"samples": samples}, auth=True)
-        return PushResult(int(out["accepted"]), list(out["ids"]), list(out.get("rejected", [])))
+        body: dict[str, Any] = {"samples": samples}
+        if not wait:
+            body["wait"] = False
+        out = self._json("POST", "/v1/samples", body, auth=True)
+        return PushResult(
+            int(out["accepted"]),
+            list(out["ids"]),
+            list(out.get("rejected", [])),
+            list(out.get("predictions", [])),
+            list(out.get("pending", [])),
+            str(out.get("recalibration", "idle")),
+        )
 
     def feedback(self, items: Sequence[Mapping[str, Any]]) -> FeedbackResult:
         """Send labels: ``{"sample_id", "y"}`` for an earlier sample, or ``{"x", "y"}``

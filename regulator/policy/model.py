@@ -181,6 +181,12 @@ class HttpSource(_Section):
     kind: Literal["http"] = "http"
     queue_size: int = Field(default=1024, ge=1, le=1_000_000)
     """Samples waiting to be served; beyond it pushes are rejected and counted."""
+    clock: Literal["wall", "sample"] = "wall"
+    """``sample``: the runtime's clocks (durations, and the budget's UTC day) are the
+    pushed samples' own ``t`` (seconds), as replay's simulated clock, so recorded data
+    pushed at any pace is served, ticked and recalibrated on its own timeline, in
+    replay's order (:mod:`regulator.service.loop`); a sample or label without ``t`` is
+    taken at the time now."""
 
 
 def _source_kind(value: Any) -> str:

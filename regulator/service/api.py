@@ -48,6 +48,7 @@ from regulator.service.bodies import (
     RecalibrateRequest,
     Sample,
     SamplesRequest,
+    SamplesResponse,
     check_x,
 )
 from regulator.service.edge import ASGIApp, BodyLimit, ServerErrorGuard, parse_json
@@ -297,9 +298,10 @@ def build_app(
             return JSONResponse({**result, "detail": "no item accepted"}, 422)
         return JSONResponse(result)
 
-    @app.post("/v1/samples", openapi_extra=body_doc(SamplesRequest, "409"))
+    @app.post("/v1/samples", openapi_extra=body_doc(SamplesRequest, "409", answer=SamplesResponse))
     async def samples(request: Request) -> Response:
-        """Samples for the ``http`` source; each is checked on its own."""
+        """Samples for the ``http`` source; each is checked on its own. The answer
+        (:class:`SamplesResponse`) carries their predictions once they are served."""
         if (denied := authorize(request)) is not None:
             return denied
         envelope = parse(SamplesRequest, await request.body())
@@ -327,7 +329,7 @@ def build_app(
         if not good:
             refused(rejected[0]["reason"])
             return _detail(422, {"accepted": 0, "rejected": rejected}, rejected[0]["reason"])
-        result = await call(lambda: runtime.push_samples(good))
+        result = await call(lambda: runtime.push_samples(good, envelope.wait))
         if isinstance(result, Response):
             return result
         out = dict(result)

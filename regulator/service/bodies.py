@@ -31,13 +31,17 @@ __all__ = [
     "MAX_ABS_VALUE",
     "MAX_ITEMS",
     "MAX_VALUES",
+    "REPLY_WAIT_S",
     "Alert",
     "AlertmanagerPayload",
     "FeedbackItem",
     "FeedbackRequest",
+    "Prediction",
     "RecalibrateRequest",
+    "Rejection",
     "Sample",
     "SamplesRequest",
+    "SamplesResponse",
     "X",
     "check_x",
 ]
@@ -68,7 +72,8 @@ class _Body(BaseModel):
 
 
 class Sample(_Body):
-    """One input sample pushed for inference (``source: http``). ``t`` in seconds."""
+    """One input sample pushed for inference (``source: http``). ``t`` in seconds: the
+    time it is served at when the source's ``clock`` is ``sample``."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"sample_id": "s-0001", "x": _X_EXAMPLE, "t": 12.5}]}
@@ -85,7 +90,12 @@ class SamplesRequest(_Body):
     the good ones are served, the bad ones come back with their index and reason."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"samples": [{"sample_id": "s-0001", "x": _X_EXAMPLE}]}]}
+        json_schema_extra={
+            "examples": [
+                {"samples": [{"sample_id": "s-0001", "x": _X_EXAMPLE}]},
+                {"samples": [{"sample_id": "s-0002", "x": _X_EXAMPLE}], "wait": False},
+            ]
+        }
     )
 
     # Checked one by one (``Sample``) so that one bad sample does not refuse the rest.
@@ -100,6 +110,78 @@ class SamplesRequest(_Body):
             }
         ),
     ] = Field(min_length=1, max_length=MAX_ITEMS)
+    wait: bool = True
+    """Answer once the samples are served, with their predictions (at most
+    :data:`REPLY_WAIT_S`, and on ``source.clock: sample`` as long again as serving waits
+    for a recalibration, up to its ``timeout_s``; those not served by then come back in
+    ``pending``). False: answer once they are queued."""
+
+
+REPLY_WAIT_S = 10.0
+"""Longest a ``POST /v1/samples`` waits for its samples to be served (seconds)."""
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prediction(_Answer):
+    """One served sample: the class index (or regression value) the served model
+    predicted, its readout ``outputs`` (one per class or target), the sample's OOD
+    p-value (None when the monitor did not score it) and the model ``version``."""
+
+    sample_id: str
+    prediction: int | float
+    outputs: list[float]
+    ood_p_value: float | None
+    version: str
+
+
+class Rejection(_Answer):
+    """A sample or label refused: its ``index`` in the request, a
+    :data:`~regulator.errors.RejectReason` and the detail."""
+
+    index: int
+    reason: str
+    detail: Any = None
+
+
+class SamplesResponse(_Answer):
+    """``POST /v1/samples``' answer: the accepted samples' ``ids`` (in order), their
+    ``predictions`` (in order, once served), the accepted ones still ``pending`` (not
+    served within the wait, or all with ``wait`` false), the refused ones, and the phase
+    of the recalibration state machine after they were served (``idle``, ``waiting``,
+    ``queued``, ``running``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": 1,
+                    "ids": ["s-0001"],
+                    "rejected": [],
+                    "predictions": [
+                        {
+                            "sample_id": "s-0001",
+                            "prediction": 2,
+                            "outputs": [0.1, 0.3, 2.2],
+                            "ood_p_value": 0.41,
+                            "version": "v0003",
+                        }
+                    ],
+                    "pending": [],
+                    "recalibration": "idle",
+                }
+            ]
+        }
+    )
+
+    accepted: int
+    ids: list[str]
+    rejected: list[Rejection]
+    predictions: list[Prediction]
+    pending: list[str]
+    recalibration: Literal["idle", "waiting", "queued", "running"]
 
 
 class FeedbackItem(_Body):
@@ -202,6 +284,7 @@ class AlertmanagerPayload(BaseModel):
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     Sample,
     SamplesRequest,
+    SamplesResponse,
     FeedbackRequest,
     RecalibrateRequest,
     AlertmanagerPayload,

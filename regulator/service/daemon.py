@@ -28,18 +28,20 @@ from regulator.policy.model import Policy, load_policy
 from regulator.service.api import ServerThread, build_app, serve
 from regulator.service.executor import ProcessExecutor
 from regulator.service.logging import configure_logging
-from regulator.service.loop import TICK_EVERY_S, ServiceLoop
+from regulator.service.loop import TICK_EVERY_S, SampleClock, ServiceLoop
+from regulator.service.replies import Replies
 from regulator.service.runtime import Runtime
 from regulator.service.scheduler import Scheduler
 from regulator.service.sdnotify import Notifier, watchdog_interval_s
 from regulator.service.wiring import DaemonAPI, build_source, is_loopback, read_token
-from regulator.tasks.sources import HttpSource, SourceSample
+from regulator.tasks.sources import HttpSource, Source, SourceSample
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # samples per chip forward in the main loop
 MAX_PENDING = 16 * MAX_BATCH  # samples read from the source and not yet served
 FORWARD_BUDGET_S = 0.2  # one chip forward's share of a main-loop round (seconds)
+SETTLE_MARGIN_S = 5.0  # on the samples' clock: waited for a job beyond its timeout_s
 # Every torch op releases and retakes the GIL; while another thread of ours does Python
 # work (a swap loading the new model), each retake can wait a whole switch interval
 # (5 ms by default), so one forward stalls many times. A shorter interval bounds that.
@@ -69,9 +71,18 @@ class Daemon:
         self.notifier = Notifier()
         self.server: ServerThread | None = None
         self.http_source: HttpSource | None = None
+        self.replies = Replies()  # pushed samples' results, for POST /v1/samples
+        src = policy.source
+        # ``source.clock: sample``: the runtime runs on the pushed samples' time stamps.
+        self.sample_clock = (
+            SampleClock() if isinstance(src, HttpSourceConfig) and src.clock == "sample" else None
+        )
+        self.loop_alive = time.monotonic()  # the main loop's last round (for /healthz)
         self._interrupts = 0
         self.scheduler = Scheduler(on_event=self._job_event, workers=2)
         self.runtime: Runtime  # set in startup()
+        self.loop: ServiceLoop  # set in startup()
+        self._source: Source | None = None
         # Candidates are built in a worker process: adaptation's CPU work then neither
         # holds this process's GIL nor competes with inference at the same priority.
         self.executor = ProcessExecutor()
@@ -108,8 +119,16 @@ class Daemon:
 
     def startup(self) -> None:
         torch.set_num_threads(1)  # inference and recalibration each keep one core
+        # On the samples' clock, durations and the budget's UTC day both read it, as in
+        # replay (whose simulated clock is both).
+        sc = self.sample_clock
         self.runtime = Runtime(
-            self.policy, self.state_dir, scheduler=self.scheduler, executor=self.executor
+            self.policy,
+            self.state_dir,
+            clock=time.monotonic if sc is None else sc,
+            wall_clock=time.time if sc is None else sc,
+            scheduler=self.scheduler,
+            executor=self.executor,
         )
         rt = self.runtime
         threading.Thread(target=self._warm_worker, name="warm-worker", daemon=True).start()
@@ -121,6 +140,16 @@ class Daemon:
                 maxsize=self.policy.source.queue_size,
             )
         self.scheduler.start()
+        self._source, feedback = build_source(self.policy, self.http_source)
+        # Pushed samples were checked against the served model by DaemonAPI.push_samples:
+        # serving only stacks them (one validation per sample).
+        self.loop = ServiceLoop(
+            rt,
+            feedback,
+            checked=self._source is self.http_source,
+            clock=self.sample_clock,
+            settle_s=self.policy.recalibration.timeout_s + SETTLE_MARGIN_S,
+        )
         http = self.policy.http
         loopback = is_loopback(http.host)
         if not loopback:
@@ -159,12 +188,8 @@ class Daemon:
     def main_loop(self) -> None:
         """Read the source apart (it may block), then serve what arrived in rounds of
         :class:`ServiceLoop`, each chip forward sized to ``FORWARD_BUDGET_S``."""
-        rt = self.runtime
-        source, feedback = build_source(self.policy, self.http_source)
-        self._source = source
-        # Pushed samples were checked against the served model by DaemonAPI.push_samples:
-        # serving only stacks them (one validation per sample).
-        loop = ServiceLoop(rt, feedback, checked=source is self.http_source)
+        rt, source, loop = self.runtime, self._source, self.loop
+        assert source is not None  # built in startup()
         wd = watchdog_interval_s()
         last_wd = 0.0
         done = threading.Event()
@@ -195,6 +220,7 @@ class Daemon:
         while not self.stop_requested.is_set():
             wake.wait(TICK_EVERY_S)
             wake.clear()
+            self.loop_alive = time.monotonic()
             with lock:
                 batch, pending[:] = list(pending), []
             # Samples that arrived together are served in one chip forward, as many as
@@ -209,6 +235,7 @@ class Daemon:
                 chunk = batch[k : k + size]
                 t0 = time.perf_counter()
                 outs = loop.serve(chunk)
+                self.replies.deliver([s.sample_id for s in chunk], outs)
                 dt = (time.perf_counter() - t0) / len(chunk)
                 per_sample_s = dt if per_sample_s == 0 else 0.7 * per_sample_s + 0.3 * dt
                 k += len(chunk)
@@ -222,8 +249,7 @@ class Daemon:
                         pending[:0] = batch[k:]
                     wake.set()
                     break
-            loop.deliver_labels()
-            loop.maybe_tick()
+            loop.between_rounds()
             now = time.monotonic()
             if wd and now - last_wd >= wd / 2:
                 self.notifier.watchdog()
@@ -258,9 +284,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping("stopping")
-        src = getattr(self, "_source", None)
-        if src is not None:
-            src.close()
+        if self._source is not None:
+            self._source.close()
         timeout = self.policy.recalibration.timeout_s
         t0 = time.monotonic()
         rt = getattr(self, "runtime", None)

@@ -38,9 +38,19 @@ _REFUSALS = {
 }
 
 
-def body_doc(model: type[BaseModel] | None, *extra: str) -> dict[str, Any]:
-    """``openapi_extra`` of a POST route: its body's schema and examples, the refusals."""
+def body_doc(
+    model: type[BaseModel] | None, *extra: str, answer: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """``openapi_extra`` of a POST route: its body's schema and examples, the refusals,
+    and the model of its 200 answer where it has one."""
     doc: dict[str, Any] = {"responses": dict(_REFUSALS)}
+    if answer is not None:
+        doc["responses"]["200"] = {
+            "description": " ".join((answer.__doc__ or "").split("\n\n")[0].split()),
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{answer.__name__}"}}
+            },
+        }
     for code in extra:
         doc["responses"][code] = {
             "description": {"409": "refused by the runtime", "507": "state disk full"}[code],

@@ -15,12 +15,15 @@ __all__ = ["RuntimeAPI"]
 class RuntimeAPI(Protocol):
     """What the HTTP API needs from the daemon's runtime. Methods are called from worker
     threads, concurrently with the main loop: they must be thread-safe and quick
-    (schedule work, do not do it). Raising ``InputError`` gives 422, any other
-    ``RegulatorError`` (``RegistryError``, ``ConfigError``...) gives 409 with the message.
+    (schedule work, do not do it), except that ``push_samples`` waits for its samples to
+    be served, and on the samples' clock ``feedback`` for a recalibration it started
+    (``source.clock: sample``: replay's order, where a recalibration takes no time).
+    Raising ``InputError`` gives 422, any other ``RegulatorError`` (``RegistryError``,
+    ``ConfigError``...) gives 409 with the message.
     """
 
     def healthy(self) -> bool:
-        """The main loop ticked recently."""
+        """The main loop ticked recently (on the samples' clock: ran a round recently)."""
         ...
 
     def ready(self) -> bool:
@@ -61,12 +64,14 @@ class RuntimeAPI(Protocol):
 
     def feedback(self, items: list[FeedbackItem]) -> dict[str, Any]:
         """Persist labels (before returning): ``{"accepted": n, "rejected": [{"index",
-        "reason", "detail"}]}``; StorageFullError (507) when nothing could be stored."""
+        "reason", "detail"}]}``; StorageFullError (507) when nothing could be stored. On
+        the samples' clock they are taken at their latest ``t``."""
         ...
 
-    def push_samples(self, items: list[Sample]) -> dict[str, Any]:
-        """Enqueue validated samples; ``{"accepted": n, "rejected": [{"index", "reason"}]}``.
-        ConfigError when the source is not ``http``."""
+    def push_samples(self, items: list[Sample], wait: bool = True) -> dict[str, Any]:
+        """Enqueue validated samples; with ``wait``, return once they are served (at
+        most ``REPLY_WAIT_S``). The fields of :class:`SamplesResponse` (``rejected``
+        indices are into ``items``). ConfigError when the source is not ``http``."""
         ...
 
     def record_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:

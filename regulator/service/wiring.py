@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +17,9 @@ from regulator.policy.model import Action, Policy, ReplaySource, SimulatedSource
 from regulator.policy.model import HttpSource as HttpSourceConfig
 from regulator.service.actions import Trigger
 from regulator.service.api import FeedbackItem, Sample
+from regulator.service.bodies import REPLY_WAIT_S
 from regulator.service.paths import resolve_path
+from regulator.service.replies import Reply
 from regulator.tasks.sources import FeedbackChannel, HttpSource, Source, make_source
 
 if TYPE_CHECKING:
@@ -82,6 +85,8 @@ class DaemonAPI:
         self.d = daemon
 
     def healthy(self) -> bool:
+        if self.d.sample_clock is not None:  # ticks wait for samples: is the loop turning?
+            return time.monotonic() - self.d.loop_alive < HEALTHY_WITHIN_S
         return self.d.runtime.healthy_since_tick_s < HEALTHY_WITHIN_S
 
     def ready(self) -> bool:
@@ -114,7 +119,10 @@ class DaemonAPI:
         return result
 
     def feedback(self, items: list[FeedbackItem]) -> dict[str, Any]:
-        out = self.d.runtime.add_labels(
+        # Through the loop: on the samples' clock labels take their place in its order
+        # at their ``t`` (the latest of the request's; none: the clock's time now).
+        t = max((it.t for it in items if it.t is not None), default=None)
+        return self.d.loop.add_labels(
             [
                 (
                     it.sample_id or f"fb-{time.time_ns()}-{i}",
@@ -122,23 +130,66 @@ class DaemonAPI:
                     None if it.x is None else np.asarray(it.x, np.float32),
                 )
                 for i, it in enumerate(items)
-            ]
+            ],
+            t if self.d.sample_clock is not None else None,
         )
-        return out
 
-    def push_samples(self, items: list[Sample]) -> dict[str, Any]:
-        rt, source = self.d.runtime, self.d.http_source
+    def push_samples(self, items: list[Sample], wait: bool = True) -> dict[str, Any]:
+        rt, source, clock = self.d.runtime, self.d.http_source, self.d.sample_clock
         if source is None or not isinstance(rt.policy.source, HttpSourceConfig):
             raise ConfigError("this daemon's source is not 'http'")
-        accepted, rejected = [], []
-        check = rt.serving.check
+        ids: list[str] = []
+        rejected: list[dict[str, Any]] = []
+        waits: list[tuple[int, str, Reply]] = []
+        check, replies = rt.serving.check, self.d.replies
         for i, it in enumerate(items):
+            sid = it.sample_id or uuid.uuid4().hex
+            reply = replies.expect(sid) if wait else None  # before the loop can serve it
+            # On the samples' clock a sample is served at its ``t`` (none: the time now);
+            # on the wall clock at the time it is served.
+            t = None if clock is None else clock() if it.t is None else it.t
             try:
-                accepted.append(source.push(check.sample(it.x), it.sample_id))
+                source.push(check.sample(it.x), sid, t)
             except InputError as err:
+                if reply is not None:
+                    replies.cancel(sid, reply)
                 rt.metrics.samples_rejected.labels(reason=err.reason).inc()
                 rejected.append({"index": i, "reason": err.reason, "detail": str(err)})
-        return {"accepted": len(accepted), "ids": accepted, "rejected": rejected}
+                continue
+            ids.append(sid)
+            if reply is not None:
+                waits.append((i, sid, reply))
+        predictions, pending = self._await(waits, rejected) if wait else ([], list(ids))
+        return {
+            "accepted": len(ids),
+            "ids": ids,
+            "rejected": sorted(rejected, key=lambda r: r["index"]),
+            "predictions": predictions,
+            "pending": pending,
+            "recalibration": rt.recal.state.phase,
+        }
+
+    def _await(
+        self, waits: list[tuple[int, str, Reply]], rejected: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The pushed samples' results, waited for at most REPLY_WAIT_S in all (on the
+        samples' clock also as long as serving may wait for a recalibration); a sample
+        refused at serving joins ``rejected`` (its index in the request)."""
+        wait_s = REPLY_WAIT_S + (self.d.loop.settle_s if self.d.sample_clock else 0.0)
+        deadline = time.monotonic() + wait_s
+        predictions: list[dict[str, Any]] = []
+        pending: list[str] = []
+        for i, sid, reply in waits:
+            if not reply.wait(deadline - time.monotonic()):
+                self.d.replies.cancel(sid, reply)
+                pending.append(sid)
+                continue
+            res = reply.result
+            if isinstance(res, InputError):
+                rejected.append({"index": i, "reason": res.reason, "detail": str(res)})
+            elif res is not None:
+                predictions.append(res)
+        return predictions, pending
 
     def record_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         self.d.runtime.state.events.append_many(events)

@@ -243,8 +243,9 @@ class HttpSource(Source):
         self._t0 = clock()
         self._closed = threading.Event()
 
-    def push(self, x: Any, sample_id: str | None = None) -> str:
-        """Queue one sample ``x [C, L]``; return its id (a fresh uuid4 hex when None)."""
+    def push(self, x: Any, sample_id: str | None = None, t: float | None = None) -> str:
+        """Queue one sample ``x [C, L]``; return its id (a fresh uuid4 hex when None).
+        ``t``: its time stamp in seconds (default: seconds since this source began)."""
         if self._closed.is_set():
             raise InputError("source is closed", "queue_full")
         arr = np.asarray(x, dtype=np.float32)
@@ -257,7 +258,8 @@ class HttpSource(Source):
             raise InputError("sample has non-finite values", "non_finite")
         sid = sample_id if sample_id is not None else uuid.uuid4().hex
         try:
-            self._queue.put_nowait(SourceSample(sid, arr, None, self._clock() - self._t0))
+            when = self._clock() - self._t0 if t is None else float(t)
+            self._queue.put_nowait(SourceSample(sid, arr, None, when))
         except queue.Full:
             raise InputError(
                 f"sample queue full ({self.maxsize} samples); retry later", "queue_full"

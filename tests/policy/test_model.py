@@ -106,6 +106,11 @@ def test_partial_sections_keep_other_defaults(tmp_path: Path) -> None:
 def test_source_kinds(tmp_path: Path) -> None:
     p = load_policy(write(tmp_path, "source: {kind: http, queue_size: 8}\n"))
     assert isinstance(p.source, HttpSource) and p.source.queue_size == 8
+    assert p.source.clock == "wall"
+    p = load_policy(write(tmp_path, "source: {kind: http, clock: sample}\n"))
+    assert isinstance(p.source, HttpSource) and p.source.clock == "sample"
+    with pytest.raises(ConfigError, match=r"source\.clock: Input should be .wall. or .sample."):
+        load_policy(write(tmp_path, "source: {kind: http, clock: gps}\n"))
     p = load_policy(write(tmp_path, "source: {kind: replay, files: [a.dat]}\n"))
     assert isinstance(p.source, ReplaySource) and p.source.rate_hz is None
 

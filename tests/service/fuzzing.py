@@ -91,7 +91,7 @@ FEEDBACK_OP = "feedback_v1_feedback_post"
 
 def with_links(spec: dict[str, Any], x: list[Any]) -> dict[str, Any]:
     """The daemon's document with OpenAPI links added (it serves none: it has no path
-    parameters, and its responses carry no schemas), so that schemathesis' stateful
+    parameters, and only ``POST /v1/samples``' answer has a schema), so that schemathesis' stateful
     phase walks the daemon's real workflow: look at the status, push a sample of the
     served model's shape ``x``, label that very sample by the id the answer gave it
     (with its input), recalibrate, look at the status and the models, roll
@@ -111,6 +111,11 @@ def with_links(spec: dict[str, Any], x: list[Any]) -> dict[str, Any]:
     # the queue (422 unknown_sample until it has)
     link("/v1/samples", "post", "200", "LabelIt", FEEDBACK_OP,
          {"items": [{"sample_id": "$response.body#/ids/0", "x": x, "y": 0}]})  # fmt: skip
+    # the label as written, not merged into a generated body (whose rows would be
+    # appended to x's and break its shape)
+    paths["/v1/samples"]["post"]["responses"]["200"]["links"]["LabelIt"]["x-schemathesis"] = {
+        "merge_body": False
+    }
     link("/v1/feedback", "post", "200", "Recalibrate", "recalibrate_v1_recalibrate_post", {})
     link("/v1/recalibrate", "post", "202", "Status", "status_v1_status_get")
     link("/v1/recalibrate", "post", "202", "Models", "models_v1_models_get")

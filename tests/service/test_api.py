@@ -27,6 +27,7 @@ class FakeRuntime:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.feedback_items: list[FeedbackItem] = []
         self.samples: list[Sample] = []
+        self.waits: list[bool] = []
         self.can_rollback = True
         self.http_source = True
         self.is_healthy = True
@@ -71,10 +72,11 @@ class FakeRuntime:
         self.feedback_items += items
         return {"accepted": len(items)}
 
-    def push_samples(self, items: list[Sample]) -> dict[str, Any]:
+    def push_samples(self, items: list[Sample], wait: bool = True) -> dict[str, Any]:
         if not self.http_source:
             raise ConfigError("the source is not http")
         self.samples += items
+        self.waits.append(wait)
         return {"accepted": len(items), "rejected": []}
 
     def record_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -261,6 +263,16 @@ def test_samples_validated_and_rejections_counted(h: Harness) -> None:
     r = h.client.post("/v1/samples", headers=AUTH, content=b"garbage")
     assert r.status_code == 422
     assert h.value("regulator_samples_rejected_total", reason="malformed_body") >= 1  # type: ignore[operator]
+
+
+def test_samples_wait_is_passed_on(h: Harness) -> None:
+    x = {"x": [[0.5], [0.25]]}
+    assert h.client.post("/v1/samples", headers=AUTH, json={"samples": [x]}).status_code == 200
+    r = h.client.post("/v1/samples", headers=AUTH, json={"samples": [x], "wait": False})
+    assert r.status_code == 200
+    assert h.runtime.waits[-2:] == [True, False]  # waiting is the default
+    r = h.client.post("/v1/samples", headers=AUTH, json={"samples": [x], "wait": "no"})
+    assert r.status_code == 422
 
 
 def test_samples_when_source_is_not_http(h: Harness) -> None:

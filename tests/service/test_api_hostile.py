@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from regulator.service.api import build_app, serve
-from regulator.service.wiring import is_loopback
 from regulator.service.metrics import Metrics
+from regulator.service.wiring import is_loopback
 from tests.service.test_api import AUTH, TOKEN, FakeRuntime, alert, webhook
 
 POST_ROUTES = ["/v1/recalibrate", "/v1/rollback", "/v1/alerts", "/v1/feedback", "/v1/samples"]
@@ -170,6 +170,10 @@ def test_openapi_documents_every_request_body_with_examples(srv: Server) -> None
         assert {"401", "413", "422"} <= set(op["responses"]), path
     assert "409" in spec["paths"]["/v1/rollback"]["post"]["responses"]
     assert "507" in spec["paths"]["/v1/feedback"]["post"]["responses"]
+    # the answer of /v1/samples is documented too, with the models it nests
+    answer = spec["paths"]["/v1/samples"]["post"]["responses"]["200"]["content"]
+    assert answer["application/json"]["schema"]["$ref"].endswith("/SamplesResponse")
+    assert {"SamplesResponse", "Prediction", "Rejection"} <= set(schemas)
     assert srv.client.get("/docs").status_code == 200
     json.dumps(spec)  # serialisable as served
 

@@ -24,7 +24,6 @@ from tests.service.conftest import (
     DaemonProcess,
     free_port,
     policy_dict,
-    wait_for,
     write_policy,
 )
 
@@ -69,8 +68,15 @@ def test_pushes_samples_then_labels_them(daemon: DaemonProcess) -> None:
         served0 = daemon.metric("regulator_samples_total")
         pushed = c.push_samples(x, ids=[f"c{i}" for i in range(4)])  # numpy in, JSON out
         assert pushed.accepted == 4 and pushed.ids == ["c0", "c1", "c2", "c3"]
-        assert pushed.rejected == []
-        wait_for(lambda: daemon.metric("regulator_samples_total") >= served0 + 4, 15, what="served")
+        assert pushed.rejected == [] and pushed.pending == []
+        # the answer came once they were served, with their predictions in order
+        assert [p["sample_id"] for p in pushed.predictions] == pushed.ids
+        assert {p["version"] for p in pushed.predictions} == {"v000001"}
+        assert all(len(p["outputs"]) >= 2 for p in pushed.predictions)  # one per class
+        assert pushed.recalibration == "idle"
+        assert daemon.metric("regulator_samples_total") >= served0 + 4
+        queued = c.push_samples(x[:1], ids=["q0"], wait=False)  # answered once queued
+        assert queued.pending == ["q0"] and queued.predictions == []
         labels0 = daemon.metric("regulator_labels_total")
         assert c.label("c0", int(y[0])) == FeedbackResult(accepted=1)
         got = c.feedback(

@@ -2,8 +2,8 @@
 OpenAPI links (status -> push a sample of the served shape -> label it by the id the
 answer gave -> recalibrate -> status, models -> roll back -> models), with the token.
 
-The daemon's own document has no links: it has no path parameters and its responses
-carry no schemas, so there is nothing for a link to carry but the sample ids that
+The daemon's own document has no links: it has no path parameters and only one answer
+has a schema, so there is nothing for a link to carry but the sample ids that
 ``POST /v1/samples`` returns; :func:`tests.service.fuzzing.with_links` adds them here.
 """
 
