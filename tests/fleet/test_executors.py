@@ -92,3 +92,36 @@ def test_meta_batch_gradients_are_the_same_on_every_executor(
         assert g.keys() == ref_grads.keys()
         for k in g:
             np.testing.assert_allclose(g[k].numpy(), ref_grads[k].numpy(), rtol=1e-4, atol=1e-6)
+
+
+def _die_on_first_attempts(marker_dir: str, deaths: int) -> int:
+    """Kill this worker (SIGKILL, as an OOM killer or a lost node would) the first
+    ``deaths`` times it runs; then answer how many attempts it took."""
+    import os
+    import signal
+
+    seen = len(list(Path(marker_dir).iterdir()))
+    if seen < deaths:
+        (Path(marker_dir) / f"attempt{seen}").touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return seen + 1
+
+
+def test_a_ray_job_whose_worker_is_killed_is_retried_then_refused(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    from regulator.errors import AdaptationError
+    from regulator.service.executor_ray import RayExecutor
+
+    ex = RayExecutor(max_retries=2)
+    try:
+        survived = tmp_path / "survived"
+        survived.mkdir()
+        assert ex.run(_die_on_first_attempts, str(survived), 2, timeout_s=120) == 3
+        lost = tmp_path / "lost"
+        lost.mkdir()
+        with pytest.raises(AdaptationError, match="Ray task failed"):
+            ex.run(_die_on_first_attempts, str(lost), 5, timeout_s=120)
+        assert len(list(lost.iterdir())) == 3  # the first try and its two retries
+    finally:
+        ex.shutdown(wait=False, cancel_pending=True)
