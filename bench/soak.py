@@ -1,15 +1,18 @@
 """Soak: many samples with recurring shifts; are memory, files, threads and disk flat?
 
 Run: ``python bench/soak.py [--samples 1000000] [--seconds 3000] [--daemon-samples
-1000000] [--daemon-seconds 3000] [--parallel] [--threads 1]`` (writes
-bench/results/soak.json and soak.md). Each part stops at whichever bound comes first
-and says how far it got.
+1000000] [--daemon-seconds 3000] [--parallel] [--threads 1] [--retention tight] [--out
+soak]`` (writes bench/results/<out>.json and <out>.md). Each part stops at whichever
+bound comes first and says how far it got. The shortest run that still shows the
+slopes: ``--samples 1000000 --seconds 900 --daemon-seconds 0 --threads 1`` (the replay
+alone, about 4-8 minutes on two shared cores).
 
 - replay: the daemon's :class:`Runtime` in this process, in simulated time (20 samples
   per simulated second, the default policy's rate), fed by the simulated nanosensor
   environment with a recurring shift every 5,000 samples, labels for 30 % of the
   samples after 10, the default rules (drift and low accuracy recalibrate) and default
-  retention; served 64 at a time, as the daemon's main loop does;
+  retention (``--retention tight``: limits that bind within the run, :data:`TIGHT`);
+  served 64 at a time, as the daemon's main loop does;
 - daemon: a real ``regulator run`` of the default policy with the same environment
   paced at 2,000 samples/s and shifting every 2.5 s, sampled from /proc (RSS, open
   files, threads) and its metrics. ``--parallel`` runs it beside the replay (one core
@@ -65,12 +68,28 @@ MONTH_H = 30 * 24.0
 PARTS = ("registry", "events", "labels", "other")
 
 
+HEADLINE = ("rss_mb", "open_files", "threads", "state_mb")  # judged flat within +-10 %
+TIGHT = {"keep_versions": 4, "keep_served_versions": 4, "event_log_max_bytes": 1 << 20,
+         "event_log_files": 1, "max_labels": 1_000}  # fmt: skip
+"""``--retention tight``: storage limits that bind within a run of 10^6 samples, so the
+replay shows the state directory held flat by retention (not only predicted to be)."""
+
+_BENCH_TIDS: set[int] = set()  # this script's own threads (the daemon part's watcher)
+
+
 def _proc(pid: int | str = "self") -> dict[str, float]:
+    """RSS, open files and threads of ``pid``; for this process, less the threads of
+    the bench itself (with --parallel the daemon part is watched from a thread here,
+    and its end read as the replay's thread count falling, 4 -> 3, in the first run)."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     fields = dict(line.split(":", 1) for line in status if ":" in line)
+    threads = float(fields["Threads"])
+    if pid == "self":
+        alive = {int(t) for t in os.listdir("/proc/self/task")}
+        threads -= len(_BENCH_TIDS & alive)
     return {
         "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
-        "threads": float(fields["Threads"]),
+        "threads": threads,
         "open_files": float(len(os.listdir(f"/proc/{pid}/fd"))),
     }
 
@@ -150,7 +169,7 @@ def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any
     sim_hours = i / RATE_HZ / 3600
     sizes = _sizes(rt, state)
     rt.close()
-    keys = ["rss_mb", "open_files", "threads", "state_mb"] + [f"{p}_mb" for p in PARTS]
+    keys = [*HEADLINE, *(f"{p}_mb" for p in PARTS)]
     res = {
         "samples": i,
         "wall_s": time.monotonic() - t0,
@@ -246,7 +265,7 @@ def soak_daemon(prior: Path, n_samples: int, seconds: float, threads: int) -> di
     finally:
         d.close()
     wall = rows[-1]["wall_s"] if rows else 0.0
-    keys = ["rss_mb", "open_files", "threads", "state_mb"] + [f"{p}_mb" for p in PARTS]
+    keys = [*HEADLINE, *(f"{p}_mb" for p in PARTS)]
     return {
         "seconds": wall,
         "samples": rows[-1]["samples"] if rows else 0,
@@ -270,6 +289,8 @@ def _table(name: str, res: dict[str, Any]) -> list[str]:
         if v is not None:
             vals = [r[k] for r in res["rows"]]
             flat = "yes" if abs(v["change_pct"]) <= 10 else "**no**"
+            if k not in HEADLINE:  # a part of state_mb, shown to say where disk goes
+                flat = f"(part: {v['last'] - v['first']:+.2f} MB)"
             lines.append(
                 f"| | {k} | {v['first']:.2f} | {v['last']:.2f} | {min(vals):.2f} - "
                 f"{max(vals):.2f} | {v['change_pct']:+.1f} % | {flat} |"
@@ -277,9 +298,9 @@ def _table(name: str, res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _month_md(m: dict[str, Any], replay: dict[str, Any]) -> list[str]:
+def _month_md(m: dict[str, Any], replay: dict[str, Any], which: str) -> list[str]:
     lines = [
-        "## State directory growth per month (default policy, 20 samples/s)",
+        f"## State directory growth per month ({which}, 20 samples/s)",
         "",
         f"From the replay's second half ({replay['simulated_hours']:.1f} simulated hours in "
         f"all), extrapolated to 720 hours; one version folder "
@@ -308,6 +329,9 @@ def _month_md(m: dict[str, Any], replay: dict[str, Any]) -> list[str]:
 
 def _md(result: dict[str, Any]) -> str:
     replay, daemon, started = result["replay"], result["daemon"], result["started"]
+    which = "default policy"
+    if "storage" in result:
+        which = f"default policy with tight retention, storage {result['storage']}"
     lines = ["# Soak", "", f"Command: `{result['command']}`; {result['machine']}; "
              f"started {started}; code at {result.get('code', 'unknown')}.", ""]  # fmt: skip
     if replay:
@@ -321,7 +345,7 @@ def _md(result: dict[str, Any]) -> str:
             "",
             *_table("replay", replay),
             "",
-            *_month_md(replay["month"], replay),
+            *_month_md(replay["month"], replay, which),
         ]
     if daemon:
         worked = sum(daemon["recalibrations"].get(o, 0) for o in ("accepted", "rejected", "failed"))
@@ -363,6 +387,13 @@ def main() -> int:
     ap.add_argument("--parallel", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     ap.add_argument("--prior", type=Path, default=REPO / "models" / "nanosensor")
+    ap.add_argument(
+        "--retention",
+        choices=("default", "tight"),
+        default="default",
+        help="tight: the replay's storage limits bind within the run (TIGHT)",
+    )
+    ap.add_argument("--out", default="soak", help="results file name (OUT/<name>.json, .md)")
     a = ap.parse_args()
     if a.threads:
         import torch
@@ -370,12 +401,15 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     data = Policy().model_dump(mode="json")
     data["model"]["prior"] = str(a.prior)
+    if a.retention == "tight":
+        data["storage"].update(TIGHT)
     policy = Policy.model_validate(data)
     daemon: dict[str, Any] | None = None
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     def run_daemon() -> None:
         nonlocal daemon
+        _BENCH_TIDS.add(threading.get_native_id())
         daemon = soak_daemon(a.prior, a.daemon_samples, a.daemon_seconds, a.threads)
 
     worker = threading.Thread(target=run_daemon) if a.daemon_seconds > 0 else None
@@ -394,9 +428,11 @@ def main() -> int:
         "daemon": daemon,
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
+    if a.retention == "tight":
+        result["storage"] = policy.storage.model_dump()
+    (OUT / f"{a.out}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = _md(result)
-    (OUT / "soak.md").write_text(text)
+    (OUT / f"{a.out}.md").write_text(text)
     print(text)
     return 0
 
