@@ -17,8 +17,10 @@ For each rule, in policy order:
    starts no cooldown, and repeats at most every ``max(cooldown_s, 60)`` seconds;
 4. otherwise the rule fires: a Decision, and its cooldown starts.
 
-Rules that fire at the same tick each return a Decision; recalibrations requested at one
-tick count once towards the hourly limit (the service runs one at a time anyway).
+Rules that fire at the same tick each return a Decision; this pre-check sees the hourly
+count as it stood before the tick. The limit itself is enforced when a recalibration
+starts real work (``regulator.service.recalibration``: checked and counted in one step,
+persisted), so two decisions at one tick cannot both pass it.
 """
 
 from __future__ import annotations
