@@ -47,14 +47,7 @@ def run_replay(
             data = list(policy.source.files)
         else:
             raise ConfigError("replay needs --data files (or a replay source in the policy)")
-    src = policy.source if isinstance(policy.source, ReplaySource) else None
-    rate = (src.rate_hz if src and src.rate_hz else None) or DEFAULT_RATE_HZ
-    reveal_k = src.labels_per_class_at_segment_start if src else 0
-    feedback = FeedbackChannel(
-        src.label_delay_samples if src else 0,
-        src.label_fraction if src else 0.0,
-        seed=policy.device.seed,
-    )
+    rate, reveal_k, feedback = replay_settings(policy)
     files = [resolve_path(p) for p in data]
     bar_opts: dict[str, Any] = {"disable": None if progress else True, "dynamic_ncols": True}
     recordings = [load_file(p) for p in tqdm(files, desc="read", unit="file", **bar_opts)]
@@ -72,7 +65,7 @@ def run_replay(
             seg_start = i
             n_det0, n_res0 = len(rt.detections), len(rt.results)
             labels0 = _labels_total(rt)
-            revealed = _reveal(rec.y, reveal_k, policy.device.seed + len(segments))
+            revealed = reveal_rows(rec.y, reveal_k, policy.device.seed + len(segments))
             if revealed.size:
                 sim_t[0] = i / rate
                 rt.add_labels([(f"{path.stem}:{r}", rec.y[r].item(), rec.x[r]) for r in revealed])
@@ -160,8 +153,25 @@ def _labels_total(rt: Runtime) -> float:
     return 0.0 if got is None else got
 
 
-def _reveal(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Row indices of ``k`` random samples per class, revealed as labelled at the start."""
+def replay_settings(policy: Policy) -> tuple[float, int, FeedbackChannel]:
+    """What a replay of ``policy`` feeds: samples per simulated second, labelled samples
+    per class revealed at each file's start, and the channel that reveals the rest (a
+    fresh one, seeded by the device). Anything that plays replay's part (e.g. a client
+    feeding a daemon on the samples' clock) uses the same."""
+    src = policy.source if isinstance(policy.source, ReplaySource) else None
+    rate = (src.rate_hz if src and src.rate_hz else None) or DEFAULT_RATE_HZ
+    reveal_k = src.labels_per_class_at_segment_start if src else 0
+    feedback = FeedbackChannel(
+        src.label_delay_samples if src else 0,
+        src.label_fraction if src else 0.0,
+        seed=policy.device.seed,
+    )
+    return rate, reveal_k, feedback
+
+
+def reveal_rows(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Row indices of ``k`` random samples per class, revealed as labelled at the start
+    of a file (seeded: replay uses ``device.seed`` + the file's index)."""
     if k <= 0:
         return np.zeros(0, dtype=int)
     rng = np.random.default_rng(seed)

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from regulator.client import Client
-from regulator.policy.model import Policy, ReplaySource
-from regulator.service.replay import DEFAULT_RATE_HZ
-from regulator.service.replay import _reveal as reveal_rows
+from regulator.policy.model import Policy
+from regulator.service.replay import replay_settings, reveal_rows
 from regulator.tasks.formats import load_file
-from regulator.tasks.sources import FeedbackChannel, SourceSample
+from regulator.tasks.sources import SourceSample
 
 __all__ = ["CLIENT_TIMEOUT_S", "daemon_policy", "feed_daemon", "recalibrations", "run_replay_cli"]
 
@@ -63,14 +62,7 @@ def run_replay_cli(
 def feed_daemon(client: Client, policy: Policy, files: list[Path]) -> list[dict[str, Any]]:
     """Feed ``files`` to the daemon behind ``client`` as replay would; per file:
     ``{"file", "samples", "labels_revealed", "accuracy", "version_at_end"}``."""
-    src = policy.source if isinstance(policy.source, ReplaySource) else None
-    rate = (src.rate_hz if src and src.rate_hz else None) or DEFAULT_RATE_HZ
-    reveal_k = src.labels_per_class_at_segment_start if src else 0
-    feedback = FeedbackChannel(
-        src.label_delay_samples if src else 0,
-        src.label_fraction if src else 0.0,
-        seed=policy.device.seed,
-    )
+    rate, reveal_k, feedback = replay_settings(policy)
     segments: list[dict[str, Any]] = []
     i = 0
     version = ""
