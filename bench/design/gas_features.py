@@ -32,6 +32,16 @@ def feats(bundle: ModelBundle, norm, x: np.ndarray, chip: ChipInstance) -> np.nd
     return readout_features(out.last_spikes, k).numpy()
 
 
+def seeded_draws(y: np.ndarray, batch: int, draws: int, shots: int = 5):  # type: ignore[no-untyped-def]
+    """The design rounds' draws of ``shots`` per gas for ``batch`` (the seeding of
+    ``bench/gas_lobo.py``): per draw the support rows, the rest, a chip seed, and the
+    generator (for whatever else a script draws, after these)."""
+    rng = np.random.default_rng([0, batch, 0x6A5])
+    for _ in range(draws):
+        sup, rest = _draw(y, shots, rng)
+        yield sup, rest, int(rng.integers(0, 2**31 - 1)), rng
+
+
 def main() -> None:
     folder = sys.argv[1] if len(sys.argv) > 1 else "models/gas-drift"
     bundle = ModelBundle.load(folder)
@@ -39,12 +49,9 @@ def main() -> None:
     norm_on = sys.argv[3] if len(sys.argv) > 3 else "shots"
     for b in (2, 3, 4, 5):
         x, y = load_gas_drift(GAS_DIR / f"batch{b}.dat")[:2]
-        rng = np.random.default_rng([0, b, 0x6A5])
         res: dict[str, list[float]] = {}
-        for _ in range(draws):
-            sup, rest = _draw(y, 5, rng)
+        for sup, rest, seed, _ in seeded_draws(y, b, draws):
             sx, sy, qx, qy = x[sup], y[sup], x[rest], y[rest]
-            seed = int(rng.integers(0, 2**31 - 1))
             norm = bundle.support_normaliser((x if norm_on == "batch" else sx).astype(np.float32))
             for name, steps in (("proto", 0), ("proto+refine", None)):
                 chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)

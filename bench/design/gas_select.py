@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gas_features import seeded_draws  # the design rounds' draws
 
 from regulator.chip.network import ChipInstance
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import _draw
 from regulator.meta.model import ModelBundle
 from regulator.meta.recipes import GAS_DIR
 from regulator.tasks.formats import load_gas_drift
@@ -66,12 +66,9 @@ def main() -> None:
     table: dict[str, dict[int, float]] = {}
     for b in batch_ids:
         x, y = load_gas_drift(data_dir / f"batch{b}.dat")[:2]
-        rng = np.random.default_rng([0, b, 0x6A5])
         res: dict[str, list[float]] = {}
-        for _ in range(draws):
-            sup, rest = _draw(y, 5, rng)
+        for sup, rest, seed, rng in seeded_draws(y, b, draws):
             sx, sy, qx, qy = x[sup], y[sup], x[rest], y[rest]
-            seed = int(rng.integers(0, 2**31 - 1))
             accs, cvs, ps = [], [], []
             for name, body in zip(names, bodies, strict=True):
                 chip = ChipInstance.create(body.profile, body.cfg, seed)
