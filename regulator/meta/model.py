@@ -163,12 +163,16 @@ class ModelBundle:
         return dst
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> ModelBundle:
-        """Read a model folder after checking every file's sha256 (no pickles)."""
+    def load(cls, folder: str | os.PathLike[str], *, verified: bool = False) -> ModelBundle:
+        """Read a model folder after checking every file's sha256 (no pickles).
+
+        ``verified``: the caller has just checked the folder's checksums itself (the
+        registry does before it hands out a version), so its bytes are not hashed again."""
         src = Path(folder)
         if not (src / CONFIG_FILE).is_file():
             raise ModelFolderError(f"{src}: not a model folder (no {CONFIG_FILE})")
-        verify(src)
+        if not verified:
+            verify(src)
         config = json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))
         cfg = NetworkConfig.model_validate(config["network"])
         net = SpikingNetwork(cfg)
