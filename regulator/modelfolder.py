@@ -148,29 +148,51 @@ def verify(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def copy_verified(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, Any]:
-    """Copy the files a verified model folder lists (and its manifest) to ``dst``.
+def _copy_file(src: Path, dst: Path, digest: str | None, rel: str, root: Path) -> None:
+    """Copy one file, fsynced; with ``digest``, check the bytes as they are read (one
+    read, one hash: the bytes checked are the bytes written)."""
+    h = hashlib.sha256() if digest is not None else None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not src.is_file():
+        raise ModelFolderError(f"{rel}: listed in the manifest but missing from {root}")
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while chunk := fin.read(_CHUNK):
+            if h is not None:
+                h.update(chunk)
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    if h is not None and digest is not None and (actual := h.hexdigest()) != digest:
+        raise ChecksumError(
+            f"{rel}: sha256 mismatch in {root} (manifest {digest[:12]}…, file {actual[:12]}…)"
+        )
 
-    The copy is built in a temporary directory beside ``dst``, fsynced, verified, then
-    renamed into place, so ``dst`` either does not exist or is complete. ``dst`` must not
+
+def copy_verified(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: bool = False
+) -> dict[str, Any]:
+    """Copy the files a model folder's manifest lists (and its manifest) to ``dst``,
+    checking each file's sha256 as it is read: ChecksumError/ModelFolderError on damage.
+
+    ``trusted``: ``src`` is a folder this process has just written, its manifest made
+    from these very bytes, so they are copied without hashing them again.
+
+    The copy is built in a temporary directory beside ``dst``, fsynced, then renamed
+    into place, so ``dst`` either does not exist or is complete. ``dst`` must not
     exist yet. Returns the manifest.
     """
     source, target = Path(src), Path(dst)
-    manifest = verify(source)
+    manifest = read_manifest(source)
     if target.exists():
         raise ModelFolderError(f"{target}: already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=atomic.TMP_PREFIX + target.name + ".", dir=target.parent))
     try:
-        for rel in [*manifest["files"], MANIFEST]:
-            out = tmp / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / rel, out)
-            with open(out, "rb") as f:
-                os.fsync(f.fileno())
+        for rel, digest in manifest["files"].items():
+            _copy_file(source / rel, tmp / rel, None if trusted else digest, rel, source)
+        _copy_file(source / MANIFEST, tmp / MANIFEST, None, MANIFEST, source)
         for d in sorted({(tmp / rel).parent for rel in manifest["files"]}, reverse=True):
             atomic.fsync_dir(d)
-        verify(tmp)
         os.rename(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -60,6 +60,7 @@ class Registry:
         self._lock = threading.RLock()
         self.problems: list[dict[str, str]] = []
         """What was found damaged or missing (``{"what", "reason"}``), for /v1/status."""
+        self._fresh: set[str] = set()  # added trusted by this object, not yet promoted
         self.root.mkdir(parents=True, exist_ok=True)
         self._clean_leftovers()
         self._pointer = self._open_pointer()
@@ -104,8 +105,17 @@ class Registry:
         trigger: str,
         data_used: Mapping[str, Any] | None = None,
         evaluation: Mapping[str, Any] | None = None,
+        *,
+        trusted: bool = False,
     ) -> str:
-        """Copy a verified model folder in as the next version (not yet served).
+        """Copy a model folder in as the next version (not yet served), checking its
+        checksums as it is copied.
+
+        ``trusted``: this process has just written ``src_folder`` (a recalibration's
+        candidate), its manifest made from those bytes, so they are hashed neither here
+        nor by the :meth:`promote` that follows: from the candidate's save to its
+        serving, its bytes are hashed once. :meth:`open_serving` and :meth:`rollback`
+        check versions from disk.
 
         The version appears by one directory rename of a complete staging folder.
         Raises ChecksumError/ModelFolderError if ``src_folder`` is damaged, RegistryError
@@ -123,7 +133,7 @@ class Registry:
                 shutil.rmtree(stage)
             try:
                 reached("add.start")
-                modelfolder.copy_verified(src_folder, stage)
+                modelfolder.copy_verified(src_folder, stage, trusted=trusted)
                 reached("add.copied")
                 atomic.write_json(stage / LINEAGE, lineage)
                 reached("add.staged")
@@ -134,13 +144,19 @@ class Registry:
                     shutil.rmtree(stage)
                 raise
             atomic.fsync_dir(self.root)
+            if trusted:
+                self._fresh.add(version)
             log.info("registry: added %s (parent %s, trigger %s)", version, parent, trigger)
             return version
 
     def promote(self, version: str) -> None:
-        """Serve ``version`` from now on (after checking its checksums)."""
+        """Serve ``version`` from now on, after checking its checksums (unless this
+        object has just added it from a trusted folder: see :meth:`add`)."""
         with self._lock:
-            self.verify(version)
+            if version in self._fresh:
+                self._fresh.discard(version)
+            else:
+                self.verify(version)
             p = self._pointer
             self._commit(
                 Pointer(
@@ -153,7 +169,8 @@ class Registry:
 
     def rollback(self) -> str:
         """Mark the current version rolled back and serve the newest older good version
-        that was served before (skipping damaged ones); return it.
+        that was served before (skipping damaged ones: its checksums are checked here,
+        so the caller need not hash its bytes again); return it.
 
         RegistryError if there is none.
         """
@@ -205,6 +222,7 @@ class Registry:
         """Move a damaged version out of the registry (to ``quarantine/``), with why."""
         with self._lock:
             self._problem(version, reason)
+            self._fresh.discard(version)
             move_to_quarantine(self.root, self.root / version, version)
             if self._pointer.current == version:
                 self._pointer = replace(self._pointer, current=None)
@@ -213,7 +231,8 @@ class Registry:
         """Check every version, quarantine the damaged ones, and return ``load(v)`` of
         the version to serve (:func:`~regulator.registry.recovery.serving_order`), else
         of a fresh import of ``prior_folder``. A version that ``load`` refuses is
-        quarantined too. Promotes what it serves."""
+        quarantined too. Promotes what it serves. ``load`` is only given a version whose
+        checksums were just checked, so it need not hash its bytes again."""
         with self._lock:
             for v in self._version_names():
                 try:
@@ -254,6 +273,7 @@ class Registry:
                 atomic.fsync_dir(self.root)
                 reached("prune.deleted")
                 gone = set(doomed)
+                self._fresh -= gone
                 self._commit(
                     Pointer(
                         current=p.current,

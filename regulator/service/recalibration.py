@@ -308,9 +308,11 @@ class Recalibrator:
                         "unlabelled": len(recent),
                     },
                     evaluation={**res.evaluation, "reason": reason},
+                    trusted=True,  # just written by the executor, manifest of these bytes
                 )
                 rt.registry.promote(version)
                 new = rt.slot.load(version, rt.clock())  # off the serving thread
+                rt.prune()
             except (RegulatorError, OSError) as err:
                 log.error("recalibration: cannot store the candidate: %s", err)
                 why = f"cannot store the candidate: {err}"

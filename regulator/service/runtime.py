@@ -115,7 +115,7 @@ class Runtime:
             policy, self.registry, resolve_path(policy.model.prior), clock(), self.metrics.set_model
         )
         self.metrics.quarantined.inc(len(self.registry.problems))
-        self._prune()
+        self.prune()
         self.monitors = MonitorSet(policy.monitors, self.serving.bundle.kind)
         self.intake = Intake(
             self.state.labels, lambda r: self.metrics.labels_skipped.labels(reason=r).inc()
@@ -198,8 +198,9 @@ class Runtime:
 
     # -- storage ---------------------------------------------------------------------------
 
-    def _prune(self) -> None:
-        """Registry retention (policy ``storage``), after start and after each swap."""
+    def prune(self) -> None:
+        """Registry retention (policy ``storage``): after start, before each swap (off
+        the serving thread) and after a reload."""
         cfg = self.policy.storage
         try:
             self.registry.prune(cfg.keep_versions, cfg.keep_served_versions)
@@ -351,10 +352,10 @@ class Runtime:
         return self.recal.run(trigger, mode, reason)
 
     def swap_in(self, new: Served) -> None:
-        """Serve ``new`` (already loaded and promoted): the monitors start afresh."""
+        """Serve ``new`` (already stored, promoted and loaded): the monitors start
+        afresh. Touches no file (the serving thread's part of a swap)."""
         self.slot.swap(new)
         self.monitors.swapped()
-        self._prune()
 
     def rollback(self, trigger: Trigger = "http") -> dict[str, Any]:
         """Serve the previous good version, in the current power mode."""
@@ -405,7 +406,7 @@ class Runtime:
         self.monitors.apply(policy.monitors)
         self._install_schedules()
         self.metrics.ood_threshold.set(ood_threshold(self.policy))
-        self._prune()
+        self.prune()
         self.state.events.append("reload", ok=True)
         return ReloadOutcome(True)
 

@@ -3,8 +3,10 @@
 It alone loads a version, swaps a new one in, rolls back, and sets the time steps per
 inference (the model's own, the policy's ``model.n_steps``, or the low-power count), so
 that every model it serves, whatever brought it in, runs in the current power mode. A
-swap is one reference assignment: the new model is loaded (files read, OOD monitor
-built) before it, off the serving thread when the caller is a recalibration job.
+swap is one reference assignment and touches no file: the new model is loaded (files
+read, OOD monitor built) before it, off the serving thread when the caller is a
+recalibration job. The slot loads only versions the registry hands it checked (at
+start, at rollback) or has just stored itself, so it does not hash their bytes again.
 
 The slot also ages the chip: conductance drift (:meth:`ChipInstance.advance`) advances
 with the runtime's clock times ``device.drift_speedup``; writing a model's weights (a
@@ -116,7 +118,9 @@ class ServingSlot:
     # -- changing ----------------------------------------------------------------------
 
     def load(self, version: str, t_s: float) -> Served:
-        """Load ``version`` (not yet serving): for a swap prepared off the serving path."""
+        """Load ``version`` (not yet serving): for a swap prepared off the serving path.
+        ``version`` was just added and promoted by this process (checksums not hashed
+        again: see :meth:`Registry.add`)."""
         return self._load(version, t_s)
 
     def swap(self, new: Served) -> str:
@@ -167,7 +171,7 @@ class ServingSlot:
 
     def _load(self, version: str, t_s: float) -> Served:
         policy = self._policy
-        bundle = ModelBundle.load(self._registry.path(version))
+        bundle = ModelBundle.load(self._registry.path(version), verified=True)
         if policy.device.profile != bundle.profile.name:
             from regulator.chip.profiles import load_profile
 
