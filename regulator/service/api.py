@@ -52,7 +52,8 @@ from regulator.service.bodies import (
     check_x,
 )
 from regulator.service.edge import ASGIApp, BodyLimit, ServerErrorGuard, parse_json
-from regulator.service.metrics import Metrics, MetricsApp
+from regulator.service.exposition import MetricsApp
+from regulator.service.metrics import Metrics
 from regulator.service.openapi import body_doc, openapi_builder
 from regulator.service.runtime_api import RuntimeAPI
 from regulator.service.server import ServerThread, serve

@@ -22,6 +22,7 @@ regulator.errors.UnknownNameError: unknown executor 'dask'; valid: inline, local
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import threading
@@ -142,6 +143,22 @@ def _ping() -> int:
     return os.getpid()
 
 
+class _KeepingSpawn(multiprocessing.context.SpawnContext):
+    """The spawn context, keeping the processes it starts (the pool's worker), so that
+    a timeout or a stop can kill them at once, even before they have started up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[multiprocessing.context.SpawnProcess] = []
+
+    def Process(  # type: ignore[override]  # the pool calls it as the context's class
+        self, *args: Any, **kwargs: Any
+    ) -> multiprocessing.context.SpawnProcess:
+        proc = multiprocessing.context.SpawnProcess(*args, **kwargs)
+        self.processes.append(proc)
+        return proc
+
+
 class ProcessExecutor(Executor):
     """One spawned worker process; a timeout kills it and the next job starts another."""
 
@@ -149,14 +166,16 @@ class ProcessExecutor(Executor):
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._ctx: _KeepingSpawn | None = None
         self._lock = threading.Lock()
 
     def _ensure(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
+                self._ctx = _KeepingSpawn()
                 self._pool = ProcessPoolExecutor(
                     max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=self._ctx,
                     initializer=_worker_init,
                     initargs=(os.getpid(),),
                 )
@@ -177,11 +196,13 @@ class ProcessExecutor(Executor):
         """Stop the worker; without ``wait``, at once (killing a running job)."""
         with self._lock:
             pool, self._pool = self._pool, None
+            ctx, self._ctx = self._ctx, None
         if pool is None:
             return
-        if not wait:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
+        if not wait and ctx is not None:
+            for proc in ctx.processes:  # still importing, or running a job
+                if proc.is_alive():
+                    proc.kill()
         pool.shutdown(wait=wait, cancel_futures=cancel_pending)
 
 

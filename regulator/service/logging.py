@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 __all__ = [
+    "DaemonHandler",
     "JsonFormatter",
     "LogFormat",
     "RedactFilter",
@@ -212,6 +213,11 @@ def is_journal(stream: IO[str]) -> bool:
     return want == f"{st.st_dev}:{st.st_ino}"
 
 
+class DaemonHandler(logging.StreamHandler[IO[str]]):
+    """The handler :func:`configure_logging` installs (so that a second call replaces
+    it rather than adding another)."""
+
+
 def configure_logging(
     device: str,
     level: int | str = "INFO",
@@ -228,15 +234,14 @@ def configure_logging(
         raise ValueError(f"unknown log format {fmt!r}; valid: json, text")
     root = logging.getLogger()
     for h in list(root.handlers):
-        if getattr(h, "_regulator", False):
+        if isinstance(h, DaemonHandler):
             unconfigure_logging(h)
         else:
             # The daemon owns its process's log output. Norse 1.1 calls basicConfig at
             # import, which would print every record a second time, unstructured.
             root.removeHandler(h)
     out = sys.stderr if stream is None else stream
-    handler = logging.StreamHandler(out)
-    handler._regulator = True  # type: ignore[attr-defined]
+    handler = DaemonHandler(out)
     handler.addFilter(RedactFilter(secrets))
     formatter = JsonFormatter if fmt == "json" else TextFormatter
     handler.setFormatter(formatter(device, journal=is_journal(out)))

@@ -23,16 +23,11 @@ Units are base units: seconds, joules, watts, spikes per neuron per step.
 
 from __future__ import annotations
 
-import gzip
-import threading
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qs
+from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
-from starlette.concurrency import run_in_threadpool
 
 from regulator.build import build_info
 
@@ -42,7 +37,6 @@ __all__ = [
     "RECALIBRATION_OUTCOMES",
     "Family",
     "Metrics",
-    "MetricsApp",
 ]
 
 RECALIBRATION_OUTCOMES = ("accepted", "rejected", "failed", "skipped")
@@ -61,23 +55,21 @@ M = TypeVar("M", bound=MetricWrapperBase)
 
 
 class Family(Generic[M]):
-    """A labelled metric with the device label already filled in."""
+    """A labelled metric with the device label already filled in; ``labelnames`` are
+    the metric's label names, ``device`` first, as it was created with."""
 
-    def __init__(self, metric: M, device: str) -> None:
+    def __init__(self, metric: M, device: str, labelnames: Sequence[str]) -> None:
         self._metric = metric
         self._device = device
+        self._names = tuple(labelnames)
 
     def labels(self, **labels: str) -> M:
         return self._metric.labels(device=self._device, **labels)
 
     def remove(self, **labels: str) -> None:
         """Drop one series (for instance a layer that no longer exists)."""
-        self._metric.remove(*self._values(labels))
-
-    def _values(self, labels: dict[str, str]) -> list[str]:
         full = {"device": self._device, **labels}
-        names: Sequence[str] = getattr(self._metric, "_labelnames", ())
-        return [full[name] for name in names]
+        self._metric.remove(*(full[name] for name in self._names))
 
 
 class Metrics:
@@ -105,35 +97,32 @@ class Metrics:
         def hist(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
             return Histogram(name, doc, d, registry=registry, buckets=buckets)
 
+        def counters(name: str, doc: str, labels: Sequence[str]) -> Family[Counter]:
+            return Family(counter(name, doc, labels), device, (*d, *labels))
+
+        def gauges(name: str, doc: str, labels: Sequence[str]) -> Family[Gauge]:
+            return Family(gauge(name, doc, labels), device, (*d, *labels))
+
         dev = device
         # intake
         self.samples = counter("regulator_samples_total", "Samples served.").labels(dev)
-        self.samples_rejected: Family[Counter] = Family(
-            counter(
-                "regulator_samples_rejected_total",
-                "Samples refused before inference, by reason.",
-                ("reason",),
-            ),
-            dev,
+        self.samples_rejected: Family[Counter] = counters(
+            "regulator_samples_rejected_total",
+            "Samples refused before inference, by reason.",
+            ("reason",),
         )
-        self.requests_rejected: Family[Counter] = Family(
-            counter(
-                "regulator_requests_rejected_total",
-                "HTTP requests refused whole (4xx), by reason (RejectReason).",
-                ("reason",),
-            ),
-            dev,
+        self.requests_rejected: Family[Counter] = counters(
+            "regulator_requests_rejected_total",
+            "HTTP requests refused whole (4xx), by reason (RejectReason).",
+            ("reason",),
         )
         self.http_server_errors = counter(
             "regulator_http_server_errors_total", "HTTP requests answered with a 5xx."
         ).labels(dev)
-        self.labels_skipped: Family[Counter] = Family(
-            counter(
-                "regulator_labels_skipped_total",
-                "Stored labels a recalibration left out (wrong shape, class), by reason.",
-                ("reason",),
-            ),
-            dev,
+        self.labels_skipped: Family[Counter] = counters(
+            "regulator_labels_skipped_total",
+            "Stored labels a recalibration left out (wrong shape, class), by reason.",
+            ("reason",),
         )
         self.labels_received = counter(
             "regulator_labels_total", "Labelled samples accepted into the feedback buffer."
@@ -144,30 +133,24 @@ class Metrics:
             INFERENCE_BUCKETS,
         ).labels(dev)
         # chip telemetry
-        self.spike_density: Family[Gauge] = Family(
-            gauge(
-                "regulator_spike_density",
-                "Spikes per neuron per time step, by layer (recent window).",
-                ("layer",),
-            ),
-            dev,
+        self.spike_density: Family[Gauge] = gauges(
+            "regulator_spike_density",
+            "Spikes per neuron per time step, by layer (recent window).",
+            ("layer",),
         )
-        self.layer_silent: Family[Gauge] = Family(
-            gauge("regulator_layer_silent", "1 while a layer is silent.", ("layer",)), dev
+        self.layer_silent: Family[Gauge] = gauges(
+            "regulator_layer_silent", "1 while a layer is silent.", ("layer",)
         )
-        self.layer_saturated: Family[Gauge] = Family(
-            gauge("regulator_layer_saturated", "1 while a layer is saturated.", ("layer",)), dev
+        self.layer_saturated: Family[Gauge] = gauges(
+            "regulator_layer_saturated", "1 while a layer is saturated.", ("layer",)
         )
         self.synaptic_ops = counter(
             "regulator_synaptic_ops_total", "Synaptic operations on the chip."
         ).labels(dev)
-        self.energy: Family[Counter] = Family(
-            counter(
-                "regulator_energy_joules_total",
-                "Chip energy, by phase (inference or learning).",
-                ("phase",),
-            ),
-            dev,
+        self.energy: Family[Counter] = counters(
+            "regulator_energy_joules_total",
+            "Chip energy, by phase (inference or learning).",
+            ("phase",),
         )
         self.dense_ann_energy = counter(
             "regulator_dense_ann_energy_joules_total",
@@ -206,7 +189,7 @@ class Metrics:
         ).labels(dev)
 
         def explained(name: str, doc: str, label: str) -> Family[Gauge]:
-            return Family(gauge(name, doc + " at the latest detection.", (label,)), dev)
+            return gauges(name, doc + " at the latest detection.", (label,))
 
         self.drift_input_share = explained(
             "regulator_drift_input_share",
@@ -232,7 +215,9 @@ class Metrics:
             "Recalibrations, by trigger and outcome (accepted|rejected|failed|skipped).",
             ("trigger", "outcome"),
         )
-        self.recalibrations: Family[Counter] = Family(self._recalibrations, dev)
+        self.recalibrations: Family[Counter] = Family(
+            self._recalibrations, dev, (*d, "trigger", "outcome")
+        )
         self.recalibration_seconds = hist(
             "regulator_recalibration_seconds", "Recalibration job duration.", RECALIBRATION_BUCKETS
         ).labels(dev)
@@ -254,31 +239,22 @@ class Metrics:
         self.policy_reload_failures = counter(
             "regulator_policy_reload_failures_total", "Policy reloads refused."
         ).labels(dev)
-        self.scheduler_jobs: Family[Counter] = Family(
-            counter(
-                "regulator_scheduler_jobs_total",
-                "Scheduler job events that need attention, by job and outcome (missed|failed).",
-                ("job", "outcome"),
-            ),
-            dev,
+        self.scheduler_jobs: Family[Counter] = counters(
+            "regulator_scheduler_jobs_total",
+            "Scheduler job events that need attention, by job and outcome (missed|failed).",
+            ("job", "outcome"),
         )
-        self.alerts_received: Family[Counter] = Family(
-            counter(
-                "regulator_alerts_received_total",
-                "Alertmanager alerts received, by status.",
-                ("status",),
-            ),
-            dev,
+        self.alerts_received: Family[Counter] = counters(
+            "regulator_alerts_received_total",
+            "Alertmanager alerts received, by status.",
+            ("status",),
         )
         # storage and state health
-        self.storage_refused: Family[Counter] = Family(
-            counter(
-                "regulator_storage_refused_total",
-                "Writes refused for lack of disk space or reserve, by what (label, event, "
-                "version, monitors).",
-                ("what",),
-            ),
-            dev,
+        self.storage_refused: Family[Counter] = counters(
+            "regulator_storage_refused_total",
+            "Writes refused for lack of disk space or reserve, by what (label, event, "
+            "version, monitors).",
+            ("what",),
         )
         self.state_bytes = gauge(
             "regulator_state_bytes", "Bytes used by the state directory (read at scrape)."
@@ -362,94 +338,3 @@ class Metrics:
         for name, share in layers.items():
             self.drift_layer_share.labels(layer=name).set(share)
         self._drift_labels = (list(inputs), list(layers))
-
-
-_Scope = MutableMapping[str, Any]
-_Message = MutableMapping[str, Any]
-
-
-class _Render:
-    """One exposition format of one registry, rendered once for every scrape waiting."""
-
-    def __init__(self, render: Callable[[], bytes]) -> None:
-        self._render = render
-        self._cond = threading.Condition()
-        self._busy = False
-        self._started = 0  # renders started
-        self._done = 0  # the number of the latest render that ended
-        self._body: bytes | None = None  # its output (None: it raised)
-
-    def fresh(self) -> bytes:
-        """Output of a render that started after this call (blocking; a worker thread):
-        scrapes that arrive during a render share the next one, so a burst of scrapes
-        costs two renders, and no answer predates its request."""
-        with self._cond:
-            want = self._started + 1
-            while self._done < want:
-                if not self._busy:
-                    self._busy, self._started = True, self._started + 1
-                    number = self._started
-                    break
-                self._cond.wait()
-            else:
-                if self._body is None:
-                    raise RuntimeError("the metrics render this scrape waited for failed")
-                return self._body
-        body: bytes | None = None
-        try:
-            body = self._render()
-            return body
-        finally:
-            with self._cond:
-                self._busy, self._done, self._body = False, number, body
-                self._cond.notify_all()
-
-
-class MetricsApp:
-    """The ``/metrics`` ASGI app (what prometheus-client's ``make_asgi_app`` serves:
-    text or OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``, ``name[]``
-    filters), rendered in a worker thread rather than on the event loop, with
-    concurrent scrapes sharing one render: under load a render on the loop held every
-    other request back (55 % of the loop's time with 8 clients, bench/load.py)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._renders: dict[str, _Render] = {}
-        self._lock = threading.Lock()
-
-    def _shared(self, accept: str) -> tuple[Callable[[], bytes], str]:
-        encoder, content_type = choose_encoder(accept)
-        with self._lock:
-            render = self._renders.get(content_type)
-            if render is None:
-                render = _Render(lambda: encoder(self._registry))
-                self._renders[content_type] = render
-        return render.fresh, content_type
-
-    async def __call__(
-        self,
-        scope: _Scope,
-        receive: Callable[[], Awaitable[_Message]],
-        send: Callable[[_Message], Awaitable[None]],
-    ) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        accept = headers.get("accept", "")
-        names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
-        if names:  # a filtered scrape is rare: rendered for itself
-            encoder, content_type = choose_encoder(accept)
-            registry = self._registry.restricted_registry(names)
-            render: Callable[[], bytes] = lambda: encoder(registry)  # noqa: E731
-        else:
-            render, content_type = self._shared(accept)
-        zipped = "gzip" in headers.get("accept-encoding", "")
-
-        def body() -> bytes:
-            out = render()
-            return gzip.compress(out, compresslevel=1) if zipped else out
-
-        out = await run_in_threadpool(body)
-        reply = [(b"content-type", content_type.encode("latin-1"))]
-        if zipped:
-            reply.append((b"content-encoding", b"gzip"))
-        await send({"type": "http.response.start", "status": 200, "headers": reply})
-        await send({"type": "http.response.body", "body": out})

@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from regulator.errors import REJECT_REASONS, InputError, RegistryError, RegulatorError, RejectReason
+from regulator.errors import REJECT_REASONS, InputError, RegulatorError, RejectReason
 from regulator.policy.engine import Decision, RuleEngine, Signals
-from regulator.policy.model import RECALIBRATION_ACTIONS, Action, Policy
+from regulator.policy.model import RECALIBRATION_ACTIONS, Policy
 from regulator.registry import Registry
-from regulator.service.actions import TRIGGERS, ActionTable, Trigger, alert_action
+from regulator.service.actions import TRIGGERS, Trigger
 from regulator.service.budget import HourlyCount, LearningBudget
 from regulator.service.collector import ScrapeCollector, bind_storage_gauges
+from regulator.service.control import Controls
 from regulator.service.episode import QUIET_SAMPLES
 from regulator.service.executor import Executor, InlineExecutor
 from regulator.service.inference import Inference, Result
@@ -129,15 +130,7 @@ class Runtime:
             submit = lambda fn: sched.run_now(RECAL_JOB, fn, group="recalibration")  # noqa: E731
         self.recal = Recalibrator(self, submit)
         self.intervals = IntervalSchedules()
-        self.actions = ActionTable(
-            {
-                "recalibrate_supervised": lambda t, r, k: self.recal.request(t, "supervised", r, k),
-                "recalibrate_label_free": lambda t, r, k: self.recal.request(t, "label_free", r, k),
-                "rollback": lambda t, r, k: self.rollback(t),
-                "low_power": lambda t, r, k: self._low_power_action(),
-                "alert_only": lambda t, r, k: self._alert_only(t, r),
-            }
-        )
+        self.controls = Controls(self)
         self.collector = ScrapeCollector(
             self.metrics,
             self.snapshot,
@@ -305,7 +298,7 @@ class Runtime:
             self._last_snapshot_t = t_now
             self.state.events.append("snapshot", **snapshot_fields(self, t_now))
         for action in self.intervals.due(t_now):
-            self.actions.act(action, "schedule", "schedule")
+            self.controls.act(action, "schedule", "schedule")
         for _ in range(self.recal.drain_refunds()):  # only real work counts
             self.engine.refund_recalibration()
         decisions = self.engine.evaluate(self.signals(t_now))
@@ -316,27 +309,12 @@ class Runtime:
             if d.suppressed:
                 self.metrics.record_recalibration("rule", "skipped")
                 continue
-            out = self.actions.act(d.action, "rule", d.reason)
+            out = self.controls.act(d.action, "rule", d.reason)
             if d.action in RECALIBRATION_ACTIONS and out.get("scheduled") is False:
                 self.engine.refund_recalibration()
         return decisions
 
     # -- actions -------------------------------------------------------------------------
-
-    def act(self, action: Action, trigger: Trigger, reason: str = "") -> dict[str, Any]:
-        """Carry out an action (from a rule, a schedule, an alert or the API)."""
-        return self.actions.act(action, trigger, reason)
-
-    def alert_action(self, labels: dict[str, str]) -> Action | None:
-        """The action a firing Alertmanager alert asks for (policy ``alerts``)."""
-        return alert_action(self.policy.alerts, labels)
-
-    def handle_alert(self, action: Action, key: str) -> dict[str, Any]:
-        """Carry out an alert's action; recalibrations are deduplicated by ``key``."""
-        out = self.actions.act(action, "alert", f"alert {key}", key=key)
-        if action in RECALIBRATION_ACTIONS:
-            return out
-        return {"scheduled": True, **out}
 
     def request_recalibration(
         self, trigger: Trigger, mode: Mode = "supervised", reason: str = "", key: str | None = None
@@ -357,36 +335,11 @@ class Runtime:
         self.slot.swap(new)
         self.monitors.swapped()
 
-    def rollback(self, trigger: Trigger = "http") -> dict[str, Any]:
-        """Serve the previous good version, in the current power mode."""
-        try:
-            old, version = self.slot.rollback(self.clock())
-        except RegistryError as err:
-            self.state.events.append("rollback", trigger=trigger, ok=False, reason=str(err))
-            return {"ok": False, "reason": str(err)}
-        self.monitors.swapped()
-        self.metrics.rollbacks.inc()
-        self.state.events.append("rollback", trigger=trigger, ok=True, old=old, new=version)
-        return {"ok": True, "from": old, "to": version}
-
-    def set_low_power(self, on: bool) -> None:
-        """Fewer time steps per inference (policy's low_power_n_steps, default half)."""
-        n = self.slot.set_low_power(on)
-        self.state.events.append("low_power", on=on, n_steps=n)
-
-    def _low_power_action(self) -> dict[str, Any]:
-        self.set_low_power(True)
-        return {"low_power": True}
-
-    def _alert_only(self, trigger: Trigger, reason: str) -> dict[str, Any]:
-        self.state.events.append("alert", trigger=trigger, reason=reason)
-        return {"alert_only": True}
-
     # -- schedules and reload --------------------------------------------------------------
 
     def _install_schedules(self) -> None:
         self.intervals.install(self.policy, self.clock())
-        install_cron(self.scheduler, self.policy, self.actions)
+        install_cron(self.scheduler, self.policy, self.controls.table)
 
     def schedule_jobs(self) -> list[dict[str, Any]]:
         """Every schedule with its next run (seconds since the epoch): interval ones

@@ -1,4 +1,4 @@
-"""Job scheduling: one thin layer over APScheduler 3.x, and the executor interface.
+"""Job scheduling: one thin layer over APScheduler 3.x (when jobs run, never where).
 
 :class:`Scheduler` owns a ``BackgroundScheduler`` whose jobs all have stable ids,
 ``max_instances=1``, ``coalesce=True`` (runs missed while the process was busy collapse

@@ -104,16 +104,16 @@ class DaemonAPI:
         return self.d.runtime.request_recalibration(trigger, mode="supervised", key=key)
 
     def alert_action(self, labels: dict[str, str]) -> Action | None:
-        return self.d.runtime.alert_action(labels)
+        return self.d.runtime.controls.alert_action(labels)
 
     def handle_alert(self, action: Action, key: str) -> dict[str, Any]:
-        return self.d.runtime.handle_alert(action, key)
+        return self.d.runtime.controls.handle_alert(action, key)
 
     def recalibration_pending(self, key: str | None = None) -> bool:
         return self.d.runtime.recalibration_pending(key)
 
     def rollback(self) -> dict[str, Any]:
-        result = self.d.runtime.rollback(trigger="http")
+        result = self.d.runtime.controls.rollback(trigger="http")
         if not result.get("ok"):
             raise RegistryError(str(result.get("reason") or "nothing to roll back"))  # 409
         return result

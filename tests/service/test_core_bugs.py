@@ -115,13 +115,13 @@ def test_rollback_keeps_low_power(tmp_path: Path, tiny_prior: Path) -> None:
     try:
         full = rt.serving.bundle.cfg.n_steps
         assert rt.serving.version == v2 and rt.serving.model.n_steps == full
-        rt.set_low_power(True)
+        rt.controls.set_low_power(True)
         assert rt.serving.model.n_steps == 5
-        out = rt.rollback()
+        out = rt.controls.rollback()
         assert out["ok"] and rt.serving.version == v1
         assert rt.status()["low_power"] is True
         assert rt.serving.model.n_steps == 5  # the rolled-back model serves in low power
-        rt.set_low_power(False)
+        rt.controls.set_low_power(False)
         assert rt.serving.model.n_steps == full  # and comes back to the model's own steps
     finally:
         rt.close()
@@ -185,7 +185,7 @@ RELOAD_CASES: dict[str, tuple[str, Any, Callable[[Runtime], bool] | None]] = {
     "alerts": (
         "alerts.enabled",
         False,
-        lambda rt: rt.alert_action({"recalibrate": "true"}) is None,
+        lambda rt: rt.controls.alert_action({"recalibrate": "true"}) is None,
     ),
     "http.token_env": (
         "http.token_env",

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from regulator.service.metrics import Metrics, MetricsApp, _Render
+from regulator.service.exposition import MetricsApp, SharedRender
+from regulator.service.metrics import Metrics
 from regulator.service.server import serve
 
 DEV = {"device": "chip-7"}
@@ -207,7 +208,7 @@ def test_concurrent_scrapes_share_one_render() -> None:
             release.wait(10)
         return str(seen).encode()
 
-    shared = _Render(render)
+    shared = SharedRender(render)
     out: dict[str, bytes] = {}
     first = threading.Thread(target=lambda: out.update(a=shared.fresh()))
     first.start()

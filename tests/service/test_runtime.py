@@ -26,16 +26,16 @@ def _runtime(tmp_path: Path, prior: Path, **sections: Any) -> tuple[Runtime, lis
 def test_alert_action_follows_policy(tmp_path: Path, tiny_prior: Path) -> None:
     rt, _ = _runtime(tmp_path, tiny_prior)
     try:
-        assert rt.alert_action({"recalibrate": "true"}) == "recalibrate_supervised"
-        assert rt.alert_action({"recalibrate": "false"}) is None
-        assert rt.alert_action({"regulator_action": "rollback"}) == "rollback"
-        assert rt.alert_action({"regulator_action": "low_power"}) is None  # not allowed
-        assert rt.alert_action({"alertname": "X"}) is None
+        assert rt.controls.alert_action({"recalibrate": "true"}) == "recalibrate_supervised"
+        assert rt.controls.alert_action({"recalibrate": "false"}) is None
+        assert rt.controls.alert_action({"regulator_action": "rollback"}) == "rollback"
+        assert rt.controls.alert_action({"regulator_action": "low_power"}) is None  # not allowed
+        assert rt.controls.alert_action({"alertname": "X"}) is None
     finally:
         rt.close()
     rt, _ = _runtime(tmp_path / "b", tiny_prior, alerts={"enabled": False})
     try:
-        assert rt.alert_action({"recalibrate": "true"}) is None
+        assert rt.controls.alert_action({"recalibrate": "true"}) is None
     finally:
         rt.close()
     rt, _ = _runtime(
@@ -44,8 +44,8 @@ def test_alert_action_follows_policy(tmp_path: Path, tiny_prior: Path) -> None:
         alerts={"action_label": "act", "allowed_actions": ["recalibrate_label_free"]},
     )
     try:
-        assert rt.alert_action({"act": "recalibrate_label_free"}) == "recalibrate_label_free"
-        assert rt.alert_action({"recalibrate": "true"}) is None  # supervised not allowed
+        assert rt.controls.alert_action({"act": "recalibrate_label_free"}) == "recalibrate_label_free"
+        assert rt.controls.alert_action({"recalibrate": "true"}) is None  # supervised not allowed
     finally:
         rt.close()
 
