@@ -359,6 +359,16 @@ class RecalibrationConfig(_Section):
     """Learning energy (joules) per UTC day; None means no budget."""
     allow_label_free_fallback: bool = True
     """With fewer than ``k_shot`` labels per class, adapt label-free instead of waiting."""
+    label_free_refresh_factor: float | None = Field(default=None, gt=1, le=16)
+    """During a drift episode in which no labelled recalibration has been served yet,
+    re-normalise again, label-free (trigger ``refresh``), each time the samples served
+    since the change point have grown by this factor since the last label-free attempt
+    (at 2: 32, 64, 128, … samples), on those samples only. Each candidate is checked as
+    any label-free one (on held-out labels, else by OOD p-values) and is swapped in only
+    if not worse. None: off (label-free re-normalisation runs once)."""
+    label_free_refresh_max_samples: int = Field(default=1024, ge=32, le=2048)
+    """The largest window a refresh re-normalises on (the newest samples since the change
+    point; 2048 unlabelled inputs are kept); refreshes stop once one has used it."""
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     """A recalibration running longer is abandoned and the candidate discarded."""
     low_power_n_steps: int | None = Field(default=None, ge=1, le=MAX_N_STEPS)

@@ -20,10 +20,12 @@ from regulator.policy.model import Action, AlertsConfig
 
 __all__ = ["TRIGGERS", "ActionTable", "Handler", "Trigger", "alert_action"]
 
-Trigger = Literal["rule", "schedule", "alert", "http", "labels"]
+Trigger = Literal["rule", "schedule", "alert", "http", "labels", "refresh"]
 """Who asked for an action (the ``trigger`` label of ``regulator_recalibrations_total``):
 ``labels`` is the refinement that labels arriving after a swap start
-(``recalibration.refine_error_above``)."""
+(``recalibration.refine_error_above``), ``refresh`` the label-free re-normalisation that
+unlabelled samples accruing in a drift episode start
+(``recalibration.label_free_refresh_factor``)."""
 TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 
 Handler = Callable[[Trigger, str, str | None], dict[str, Any]]

@@ -3,9 +3,11 @@ recalibration is pending.
 
 ``idle`` → ``queued`` (handed to a worker) → ``running`` → ``idle``, or ``waiting`` when
 a supervised recalibration found too few labels; a tick moves ``waiting`` back to
-``queued`` once they have arrived. The state is keyed by the trigger that asked for
-it, and holds the alert keys (fingerprints) of the request being served, so a repeat of
-the same alert is a duplicate while it is pending, and free again once it is not.
+``queued`` once they have arrived. A request queued while another waits (a label-free
+refresh) names it in ``then``: it waits again once that request is done. The state is
+keyed by the trigger that asked for it, and holds the alert keys (fingerprints) of the
+request being served, so a repeat of the same alert is a duplicate while it is pending,
+and free again once it is not.
 
 >>> q = RecalibrationState()
 >>> q.enqueue(Request("alert", "supervised", "drift", key="fp1"))
@@ -38,6 +40,8 @@ class Request:
     mode: Mode
     reason: str
     key: str | None = None
+    then: Request | None = None
+    """The request that was waiting for labels when this one was queued."""
 
 
 class RecalibrationState:
@@ -96,6 +100,8 @@ class RecalibrationState:
         if waiting and self.current is not None:
             self.phase = "waiting"
             self.current = Request(self.current.trigger, self.current.mode, self.current.reason)
+        elif self.current is not None and self.current.then is not None:
+            self.phase, self.current = "waiting", self.current.then
         else:
             self.phase, self.current = "idle", None
 

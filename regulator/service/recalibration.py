@@ -12,6 +12,7 @@ of the previous environment re-normalises the new one. The candidate is built by
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ from regulator.service.candidate import MIN_RECENT, CandidateRequest, build_cand
 from regulator.service.intake import Split, split_support
 from regulator.service.jobs import Mode, RecalibrationState, Request
 from regulator.service.labels import Label
+from regulator.service.refresh import LabelFreeRefresh
 
 if TYPE_CHECKING:
     from regulator.service.runtime import Runtime
@@ -74,6 +76,7 @@ class Recalibrator:
         self._labelled = 0  # labels on the served model's predictions since the swap
         self._refine_mark = 0  # ... counted at the last refinement
         self._refunds = 0  # rule-fired recalibrations that did no work (see drain_refunds)
+        self.refresh = LabelFreeRefresh()
 
     # -- requests ----------------------------------------------------------------------
 
@@ -96,7 +99,8 @@ class Recalibrator:
                         "recalibration", trigger=trigger, outcome="skipped", reason=blocked
                     )
                     return {"scheduled": False, "reason": blocked}
-            req = Request(trigger, mode, reason, key)
+            # A supervised request waiting for labels waits again after a label-free one.
+            req = Request(trigger, mode, reason, key, st.waiting if mode == "label_free" else None)
             if not st.enqueue(req):
                 return {"scheduled": False, "reason": "a recalibration is already pending"}
         finally:
@@ -127,6 +131,18 @@ class Recalibrator:
             req = Request(waiting.trigger, "supervised", f"labels arrived; {waiting.reason}")
             if self.state.enqueue(req):
                 self._hand_on(req)
+
+    def maybe_refresh(self) -> None:
+        """At a tick: a label-free refresh when one is due (:mod:`~regulator.service.refresh`;
+        policy ``recalibration.label_free_refresh_factor``)."""
+        rt = self._rt
+        cfg = rt.policy.recalibration
+        if cfg.label_free_refresh_factor is None or self.state.pending():
+            return
+        factor, cap = cfg.label_free_refresh_factor, cfg.label_free_refresh_max_samples
+        n = self.refresh.take(rt.monitors.episodes, rt.n_samples, factor, cap)
+        if n is not None:
+            self.request("refresh", "label_free", f"{n} samples since the change point")
 
     def drain_refunds(self) -> int:
         """How many rule-fired recalibrations only waited since the last call: they do
@@ -203,9 +219,13 @@ class Recalibrator:
             labels, rt.serving.check.classifies, cfg.k_shot, h, cfg.max_shots_per_class
         )
 
-    def _unlabelled(self) -> np.ndarray:
+    def _unlabelled(self, trigger: str) -> np.ndarray:
         rt = self._rt
         ep = rt.monitors.episodes
+        change = self.refresh.change_sample
+        if trigger == "refresh" and change is not None:  # the environment's, across swaps
+            cap = rt.policy.recalibration.label_free_refresh_max_samples
+            return rt.intake.unlabelled(change, -math.inf, cap)
         first = ep.change_sample if ep.active and ep.change_sample is not None else 0
         since_t = rt.serving.swapped_at
         return rt.intake.unlabelled(first, since_t, RECENT_FOR_RENORMALISATION)
@@ -233,7 +253,9 @@ class Recalibrator:
                     RecalibrationResult(trigger, mode, "skipped", why, t_start), wall0
                 )
             mode = "label_free"
-        recent = self._unlabelled()
+        recent = self._unlabelled(trigger)
+        if mode == "label_free" and trigger != "refresh":
+            self.refresh.attempted(rt.monitors.episodes, len(recent))
         refused = self._refusal(mode, len(recent), t_start)
         if refused is not None:
             if trigger == "rule":
@@ -323,6 +345,7 @@ class Recalibrator:
             shutil.rmtree(tmp, ignore_errors=True)
         self._env_start = env_start
         self._labelled = self._refine_mark = 0
+        self.refresh.served(rt.monitors.episodes, labelled=mode == "supervised")
         rt.swap_in(new)
         self.waiting_need = 0
         return self._finish(

@@ -312,6 +312,7 @@ class Runtime:
             out = self.controls.act(d.action, "rule", d.reason)
             if d.action in RECALIBRATION_ACTIONS and out.get("scheduled") is False:
                 self.engine.refund_recalibration()
+        self.recal.maybe_refresh()  # after the rules: a labelled recalibration goes first
         return decisions
 
     # -- actions -------------------------------------------------------------------------

@@ -31,3 +31,36 @@ def test_invalid_file_returns_2_with_every_path(
 def test_missing_file_returns_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config(tmp_path / "absent.yaml") == 2
     assert "cannot read policy file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "label_free_refresh_factor: 1.0",  # must grow the window
+        "label_free_refresh_factor: 17",
+        "label_free_refresh_factor: .nan",
+        "label_free_refresh_max_samples: 31",  # below the first refresh's window
+        "label_free_refresh_max_samples: 4096",  # more than the inputs kept
+    ],
+)
+def test_label_free_refresh_bounds_return_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"recalibration: {{{body}}}\n", encoding="utf-8")
+    assert check_config(path) == 2
+    field = body.split(":")[0]
+    assert f"recalibration.{field}:" in capsys.readouterr().err
+
+
+def test_label_free_refresh_is_off_by_default(tmp_path: Path) -> None:
+    from regulator.policy.model import Policy
+
+    cfg = Policy().recalibration
+    assert cfg.label_free_refresh_factor is None and cfg.label_free_refresh_max_samples == 1024
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "recalibration: {label_free_refresh_factor: 2, label_free_refresh_max_samples: 2048}\n",
+        encoding="utf-8",
+    )
+    assert check_config(path) == 0
