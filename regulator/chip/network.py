@@ -47,6 +47,10 @@ class NetworkConfig(BaseModel):
     tau_mem_inv: float = Field(100.0, gt=0)
     v_th: float = Field(1.0, gt=0)
     surrogate_alpha: float = Field(100.0, gt=0)
+    readout_skip: bool = False
+    """Input lines also synapse onto the readout (``readout_skip.weight``, zero until
+    an adaptation writes it): a linear path from the sensor beside the hidden layer's
+    spike counts, which a rehearsal readout fit uses (:mod:`regulator.meta.rehearsal`)."""
 
     @field_validator("hidden")
     @classmethod
@@ -76,7 +80,10 @@ def _weight_names(cfg: NetworkConfig) -> list[str]:
     names = [f"layers.{i}.weight" for i in range(len(cfg.hidden))]
     if cfg.recurrent:
         names += [f"recurrent.{i}" for i in range(len(cfg.hidden))]
-    return [*names, "readout.weight"]
+    names.append("readout.weight")
+    if cfg.readout_skip:
+        names.append("readout_skip.weight")
+    return names
 
 
 @dataclass
@@ -105,7 +112,8 @@ class ChipInstance:
         g = torch.Generator().manual_seed(int(seed))
         shapes = _weight_shapes(cfg)
         gain, zero, high, nu = {}, {}, {}, {}
-        for name, shape in shapes.items():
+
+        def draw(name: str, shape: tuple[int, int]) -> None:
             gain[name] = torch.exp(torch.randn(shape, generator=g) * prof.mismatch_weight_sigma)
             u = torch.rand(shape, generator=g)
             zero[name] = u < prof.stuck_at_zero_fraction
@@ -113,7 +121,13 @@ class ChipInstance:
                 u < prof.stuck_at_zero_fraction + prof.stuck_at_max_fraction
             )
             nu[name] = prof.drift_nu * torch.exp(0.2 * torch.randn(shape, generator=g))
+
+        skip = shapes.pop("readout_skip.weight", None)
+        for name, shape in shapes.items():
+            draw(name, shape)
         th = [1.0 + prof.mismatch_threshold_sigma * torch.randn(n, generator=g) for n in cfg.hidden]
+        if skip is not None:  # drawn last: the rest of the chip is as without it
+            draw("readout_skip.weight", skip)
         noise_gen = torch.Generator().manual_seed(int(seed) + 1_000_003)
         return cls(prof, int(seed), gain, zero, high, nu, th, noise_gen)
 
@@ -136,6 +150,8 @@ def _weight_shapes(cfg: NetworkConfig) -> dict[str, tuple[int, int]]:
         for i, n in enumerate(cfg.hidden):
             shapes[f"recurrent.{i}"] = (n, n)
     shapes["readout.weight"] = (cfg.n_outputs, n_prev)
+    if cfg.readout_skip:
+        shapes["readout_skip.weight"] = (cfg.n_outputs, cfg.n_inputs)
     return shapes
 
 
@@ -179,6 +195,13 @@ class SpikingNetwork(nn.Module):
                 torch.randn(cfg.n_outputs, sizes[-1], generator=g) * (1.0 / sizes[-1] ** 0.5)
             )
             self.readout.bias.zero_()
+        self.readout_skip: nn.Linear | None = None
+        if cfg.readout_skip:
+            # Not meta-trained (no gradient): adaptation alone writes it.
+            self.readout_skip = nn.Linear(cfg.n_inputs, cfg.n_outputs, bias=False)
+            with torch.no_grad():
+                self.readout_skip.weight.zero_()
+            self.readout_skip.weight.requires_grad_(False)
 
     # -- weights as the chip sees them -------------------------------------------------
 
@@ -227,6 +250,8 @@ class SpikingNetwork(nn.Module):
         for i, r in enumerate(self.recurrent):
             ws[f"recurrent.{i}"] = r
         ws["readout.weight"] = self.readout.weight
+        if self.readout_skip is not None:
+            ws["readout_skip.weight"] = self.readout_skip.weight
         return ws
 
     def _linear(self, i: int) -> nn.Linear:
@@ -307,6 +332,10 @@ class SpikingNetwork(nn.Module):
         cur = tally.synaptic_input(
             s, weights["readout.weight"], self.readout.bias, True, p_fail, chip, True
         )
+        w_skip = weights.get("readout_skip.weight")
+        if w_skip is not None:
+            skip = tally.synaptic_input(x, w_skip, None, input_is_spikes, p_fail, chip, False, False)
+            cur = cur.add_(skip)
         outputs = li_mean(cur, li_kernel(t_steps, a_mem, neg_b_syn, x.dtype))
         return NetOutput(outputs, tally.counts(), self._telemetry(x, weights, tally), s)
 
@@ -382,6 +411,11 @@ class SpikingNetwork(nn.Module):
         cur = tally.synaptic_input(
             s, weights["readout.weight"], self.readout.bias, True, p_fail, chip
         )
+        w_skip = weights.get("readout_skip.weight")
+        if w_skip is not None:
+            cur = cur + tally.synaptic_input(
+                x, w_skip, None, input_is_spikes, p_fail, chip, False, False
+            )
         v = torch.zeros(batch, cfg.n_outputs, dtype=x.dtype)
         i = torch.zeros_like(v)
         v_sum = torch.zeros_like(v)
@@ -445,6 +479,7 @@ class _Tally:
         p_fail: float,
         chip: ChipInstance | None,
         binary: bool = False,
+        count_active: bool = True,
     ) -> torch.Tensor:
         """Input currents ``[T, B, n_out]`` for inputs ``s``, its events counted.
 
@@ -473,8 +508,9 @@ class _Tally:
             cur = cur.add_(bias) if not torch.is_grad_enabled() else cur + bias
         self.syn_ops += attempted - dropped
         self.dropped += dropped
-        with torch.no_grad():
-            self.active += float(torch.count_nonzero(cur))
+        if count_active:  # (False for a second input to neurons already counted)
+            with torch.no_grad():
+                self.active += float(torch.count_nonzero(cur))
         return cur
 
     def layer_spikes(self, s: torch.Tensor, w_rec: torch.Tensor | None) -> None:
@@ -526,5 +562,6 @@ def _dense_macs(x: torch.Tensor, weights: dict[str, torch.Tensor], cfg: NetworkC
     macs = 0
     for name, w in weights.items():
         per = w.numel()
-        macs += per * points if name.startswith(("layers.0.", "recurrent.")) else per
+        sees_input = name.startswith(("layers.0.", "recurrent.", "readout_skip."))
+        macs += per * points if sees_input else per
     return macs

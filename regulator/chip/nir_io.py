@@ -128,6 +128,11 @@ def to_nir(model: SpikingNetwork, chip: ChipInstance | None = None) -> nir.NIRGr
     )
     nodes["output"] = nir.Output(output_type={"output": np.array([n_out])})
     edges += [(prev, "readout"), ("readout", "readout_li"), ("readout_li", "output")]
+    if "readout_skip.weight" in weights:
+        # The input lines' synapses onto the readout (rehearsal readout): NIR sums the
+        # currents of every edge into a node, as the chip sums them into the readout.
+        nodes["readout_skip"] = nir.Linear(weight=_np(weights["readout_skip.weight"]))
+        edges += [("input", "readout_skip"), ("readout_skip", "readout_li")]
     profile = chip.profile if chip is not None else None
     metadata: dict[str, Any] = {
         "format": FORMAT,
@@ -196,6 +201,11 @@ def from_nir(graph: nir.NIRGraph) -> SpikingNetwork:
                 net.recurrent[li].copy_(torch.as_tensor(rec))
         net.readout.weight.copy_(torch.as_tensor(np.asarray(graph.nodes["readout"].weight)))
         net.readout.bias.copy_(torch.as_tensor(np.asarray(graph.nodes["readout"].bias)))
+        if net.readout_skip is not None:
+            if "readout_skip" not in graph.nodes:
+                raise ModelFolderError("NIR graph lacks the readout_skip node its config names")
+            skip = np.asarray(graph.nodes["readout_skip"].weight)
+            net.readout_skip.weight.copy_(torch.as_tensor(skip))
     return net
 
 

@@ -26,6 +26,7 @@ from regulator.meta.model import ModelBundle
 from regulator.meta.plasticity import pre_trace, three_factor_update
 from regulator.meta.proto import prototypes, readout_from_prototypes
 from regulator.meta.readout import li_kernel, readout_features
+from regulator.meta.rehearsal import has_rehearsal, rehearsal_readout
 from regulator.meta.writes import commit_update
 
 SCOPES = ("readout", "input", "all")
@@ -379,18 +380,26 @@ def adapt(
     support_j = energy.energy(out.telemetry).inference_j
     skipped = 0
     forwards = 1
+    rescaled: set[str] = set()  # layers written anew (their grid set again)
     if algo.name == "prototype":
         if scope != "readout" or new.kind != "classification":
             raise ConfigError("the prototype readout needs scope 'readout' and classification")
         assert out.last_spikes is not None
         kernel = li_kernel(new.cfg, out.last_spikes.shape[0])
         phi = readout_features(out.last_spikes, kernel)
-        adapted = readout_from_prototypes(prototypes(phi, y, meta), meta, kernel.sum())
+        if has_rehearsal(new):
+            # The whole readout (and its skip synapses) refitted on the shots beside
+            # the prior's source samples; it replaces prototypes and refinement.
+            adapted, n_steps = rehearsal_readout(new, phi, inp, y, kernel)
+            rescaled = set(adapted)
+        else:
+            adapted = readout_from_prototypes(prototypes(phi, y, meta), meta, kernel.sum())
         # Optional refinement: delta-rule steps on the support set from the written
         # prototypes, where the shots disagree with the prior (event-driven with a
         # threshold). ``refine_steps`` and ``refine_lr`` are chosen on simulated drift.
-        n_steps = int(steps if steps is not None else new.meta.get("refine_steps", 0))
-        if n_steps > 0:
+        if not rescaled:
+            n_steps = int(steps if steps is not None else new.meta.get("refine_steps", 0))
+        if not rescaled and n_steps > 0:
             problem = ReadoutProblem(new.network, chip, out, y, new.kind)
             rate = {"log_lr": torch.tensor(math.log(float(new.meta.get("refine_lr", 0.1))))}
             adapted, skipped = adapt_readout(
@@ -438,7 +447,7 @@ def adapt(
         gen = chip.generator
         for k, v in adapted.items():
             if chip_writes:
-                res = commit_update(params[k], v, bundle.profile, gen)
+                res = commit_update(params[k], v, bundle.profile, gen, rescale=k in rescaled)
                 params[k].copy_(res.weight)
                 writes += res.writes
             else:

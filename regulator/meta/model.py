@@ -88,7 +88,11 @@ class ModelBundle:
             normaliser=copy.deepcopy(self.normaliser),
             task=copy.deepcopy(self.task),
             meta=copy.deepcopy(self.meta),
-            meta_tensors={k: v.detach().clone() for k, v in self.meta_tensors.items()},
+            # (rehearsal rows are read-only data: shared, not copied, by every clone)
+            meta_tensors={
+                k: v if k.startswith("rehearsal.") else v.detach().clone()
+                for k, v in self.meta_tensors.items()
+            },
             calibration=copy.deepcopy(self.calibration),
             card=self.card,
         )

@@ -97,6 +97,10 @@ RECIPES: dict[str, TrainConfig] = {
         k_shots=(1, 5, 10),
         n_query=30,
         outer_lr=3e-3,
+        # The readout refitted on the shots beside batch 1's rows (the skip synapses
+        # carry the input lines); at deployment it replaces the prototype refinement
+        # below (bench/results/learner_design.md, sixth round).
+        rehearsal=True,
         # Chosen leave-one-batch-out: for each of batches 2-5, the grid point (0, 10,
         # 30, 100, 300 steps; rate 0.1-1.0) with the best mean on the other three was
         # 300 steps at rate 1.0 (bench/results/meta_gas_drift.md records the attempts).

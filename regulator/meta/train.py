@@ -41,7 +41,9 @@ from regulator.meta.algorithms import make_algorithm
 from regulator.meta.dense_init import init_from_dense, keep_converted
 from regulator.meta.model import ModelBundle
 from regulator.meta.proto import episode_logits
+from regulator.meta.rehearsal import attach_source
 from regulator.tasks.base import TaskFamily, make_family
+from regulator.tasks.file_family import FileFamily
 from regulator.tasks.normalisation import Normaliser
 
 if TYPE_CHECKING:
@@ -96,6 +98,10 @@ class TrainConfig(BaseModel):
     body_init_per_group: int = Field(64, gt=0, le=100_000)
     train_body: bool = True
     """False: meta-training learns the readout's prior only; the body stays as built."""
+    rehearsal: bool = False
+    """Ship the family's labelled source samples (file families: the file's rows) in the
+    prior, and give the readout skip synapses from the input lines: adaptation then
+    refits the readout on the shots beside them (:mod:`regulator.meta.rehearsal`)."""
     seed: int = 0
     checkpoint_every: int = Field(25, gt=0)
 
@@ -134,7 +140,10 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         n_steps=cfg.n_steps,
         dt_s=cfg.dt_s,
         tau_syn_inv=cfg.tau_syn_inv,
+        readout_skip=cfg.rehearsal,
     )
+    if cfg.rehearsal and not isinstance(family, FileFamily):
+        raise ConfigError("rehearsal needs a file family (its rows are the source samples)")
     net = SpikingNetwork(net_cfg, init_seed=cfg.seed)
     algo = make_algorithm(cfg.algorithm)
     if cfg.scope == "input" and algo.name in ("reptile", "plasticity"):
@@ -553,6 +562,9 @@ def finalise(tr: Trainer, n_calibration: int = 2000) -> ModelBundle:
     rng = np.random.default_rng(tr.cfg.seed + 17)
     x, y = tr.family.sample(tr.family.nominal_environment(), n_calibration, rng)
     b.meta_tensors = {k: v.detach() for k, v in b.meta_tensors.items()}
+    if tr.cfg.rehearsal:
+        assert isinstance(tr.family, FileFamily)
+        attach_source(b, tr.family.data.x, tr.family.data.y)
     if b.episode_normalisation or tr.cfg.algorithm == "prototype":
         # What is served before any recalibration: the nominal environment's
         # normalisation, and (prototype readout) its class means as the readout.

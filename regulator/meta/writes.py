@@ -30,11 +30,14 @@ def commit_update(
     new: torch.Tensor,
     profile: ChipProfile,
     generator: torch.Generator | None = None,
+    rescale: bool = False,
 ) -> WriteResult:
     """Store ``new`` in place of ``old`` the way ``profile``'s synapses can.
 
     The grid is the one of ``old`` (the layer's scale is fixed when it was programmed);
-    values beyond its range saturate at the top level.
+    values beyond its range saturate at the top level. With ``rescale`` (a whole layer
+    written anew, its scale set again as when it was first programmed; always so for a
+    layer that holds only zeros) the grid is ``new``'s.
 
     >>> from regulator.chip.profiles import ChipProfile
     >>> p = ChipProfile(name="d", weight_bits=3)  # levels -3..3
@@ -49,7 +52,9 @@ def commit_update(
         # and exponent): the new value is stored as computed.
         return WriteResult(new.clone(), int((new != old).sum()))
     q = weight_levels(profile.weight_bits)
-    step = old.abs().max().clamp_min(1e-8) / q
+    # Re-programming the layer's scale reads the old levels on the new grid.
+    scale_of = new if rescale or not bool(old.any()) else old
+    step = scale_of.abs().max().clamp_min(1e-8) / q
     old_lv = torch.clamp(torch.round(old / step), -q, q)
     target = torch.clamp(new / step, -q, q)
     mem = profile.memristive
