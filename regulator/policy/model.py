@@ -364,8 +364,8 @@ class RecalibrationConfig(_Section):
     re-normalise again, label-free (trigger ``refresh``), each time the samples served
     since the change point have grown by this factor since the last label-free attempt
     (at 2: 32, 64, 128, … samples), on those samples only. Each candidate is checked as
-    any label-free one (on held-out labels, else by OOD p-values) and is swapped in only
-    if not worse. None: off (label-free re-normalisation runs once)."""
+    any label-free one (on every label of the environment, else by OOD p-values) and is
+    swapped in only if not worse. None: off (label-free re-normalisation runs once)."""
     label_free_refresh_max_samples: int = Field(default=1024, ge=32, le=2048)
     """The largest window a refresh re-normalises on (the newest samples since the change
     point; 2048 unlabelled inputs are kept); refreshes stop once one has used it."""

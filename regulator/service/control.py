@@ -59,6 +59,7 @@ class Controls:
             rt.state.events.append("rollback", trigger=trigger, ok=False, reason=str(err))
             return {"ok": False, "reason": str(err)}
         rt.monitors.swapped()
+        rt.recal.refresh.stop()
         rt.metrics.rollbacks.inc()
         rt.state.events.append("rollback", trigger=trigger, ok=True, old=old, new=version)
         return {"ok": True, "from": old, "to": version}

@@ -239,7 +239,8 @@ class Recalibrator:
         wall0 = time.perf_counter()
         served = rt.serving
         env_start = self.shift_time()
-        split = self._split(self._labels(count=True))
+        labels = self._labels(count=True)
+        split = self._split(labels)
         self.waiting_need = split.need
         if split.need > 0 and mode == "supervised":
             # The label-free stopgap is only taken when some held-out labels can check
@@ -271,8 +272,10 @@ class Recalibrator:
             return x, np.asarray([lab.y for lab in labels])
 
         support = split.support if mode == "supervised" else []
+        # A label-free candidate adapts on no label: every label of the environment checks it.
+        checked = split.holdout if mode == "supervised" else labels
         sx, sy = stack(support)
-        hx, hy = stack(split.holdout)
+        hx, hy = stack(checked)
         try:
             tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=rt.state.root))
         except OSError as err:
@@ -326,7 +329,7 @@ class Recalibrator:
                     data_used={
                         "mode": mode,
                         "support": [lab.sample_id for lab in support],
-                        "holdout": [lab.sample_id for lab in split.holdout],
+                        "holdout": [lab.sample_id for lab in checked],
                         "unlabelled": len(recent),
                     },
                     evaluation={**res.evaluation, "reason": reason},
@@ -345,7 +348,7 @@ class Recalibrator:
             shutil.rmtree(tmp, ignore_errors=True)
         self._env_start = env_start
         self._labelled = self._refine_mark = 0
-        self.refresh.served(rt.monitors.episodes, labelled=mode == "supervised")
+        self.refresh.served(rt.monitors.episodes, mode == "supervised", rt.n_samples)
         rt.swap_in(new)
         self.waiting_need = 0
         return self._finish(
