@@ -146,3 +146,28 @@ def test_refresh_keeps_the_supervised_request_waiting_and_stops_once_it_served(
         assert all(t != "refresh" for t, _, _ in triggers[first_labelled:]), triggers
     finally:
         rt.close()
+
+
+def test_a_label_free_candidate_is_checked_on_every_label_of_the_environment(
+    tmp_path: Path, tiny_prior: Path
+) -> None:
+    """It adapts on no label, so each label of the environment checks it, even with
+    ``acceptance: cross_validation`` (which keeps no holdout for a supervised one):
+    before, it was checked on OOD p-values alone with these labels at hand."""
+    policy = Policy.model_validate(
+        policy_dict(
+            tiny_prior, recalibration={"acceptance": "cross_validation", "max_per_hour": 60}
+        )
+    )
+    rt = Runtime(policy, tmp_path / "state", clock=lambda: 1.0, inline_jobs=True)
+    try:
+        for i, row in enumerate(SHIFTED[:60]):
+            rt.process(f"s{i}", row)
+        rt.add_labels([(f"s{i}", int(SHIFTED_Y[i]), None) for i in range(12)])
+        out = rt.request_recalibration("http", mode="label_free")
+        res = rt.results[-1]
+        assert res.mode == "label_free" and res.outcome in {"accepted", "rejected"}, out
+        assert res.evaluation["n_holdout"] == 12, res.to_dict()
+        assert "held-out accuracy" in res.reason
+    finally:
+        rt.close()
