@@ -11,7 +11,8 @@ alone, about 4-8 minutes on two shared cores).
   per simulated second, the default policy's rate), fed by the simulated nanosensor
   environment with a recurring shift every 5,000 samples, labels for 30 % of the
   samples after 10, the default rules (drift and low accuracy recalibrate) and default
-  retention (``--retention tight``: limits that bind within the run, :data:`TIGHT`);
+  retention (``--retention tight``: limits that bind within the run, :data:`TIGHT`;
+  ``--retention cycle``: limits that cycle many times within it, :data:`CYCLE`);
   served 64 at a time, as the daemon's main loop does;
 - daemon: a real ``regulator run`` of the default policy with the same environment
   paced at 2,000 samples/s and shifting every 2.5 s, sampled from /proc (RSS, open
@@ -20,7 +21,11 @@ alone, about 4-8 minutes on two shared cores).
 
 Each quantity is sampled along the run; its slope is a least-squares line over the
 second half (after warm-up), given as the change it predicts over that half relative
-to its mean there: "flat within 10 %" means |change| <= 10 %.
+to its mean there: "flat within 10 %" means |change| <= 10 %. Retention makes the
+state directory a sawtooth, which a fitted line misjudges (its slope depends on where
+the run stops in a tooth), so each quantity is also judged by quarters: the mean and the
+peak over the 2nd quarter of the samples against those over the 4th, flat when both
+change by at most 10 % (:func:`quarters`, the statistic the report judges by).
 
 State growth per month of the default policy: the replay runs the default policy in
 simulated time, so each part of the state directory (registry, event log, label
@@ -39,6 +44,7 @@ import math
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -71,8 +77,17 @@ PARTS = ("registry", "events", "labels", "other")
 HEADLINE = ("rss_mb", "open_files", "threads", "state_mb")  # judged flat within +-10 %
 TIGHT = {"keep_versions": 4, "keep_served_versions": 4, "event_log_max_bytes": 1 << 20,
          "event_log_files": 1, "max_labels": 1_000}  # fmt: skip
-"""``--retention tight``: storage limits that bind within a run of 10^6 samples, so the
-replay shows the state directory held flat by retention (not only predicted to be)."""
+"""``--retention tight``: storage limits that bind within a run of 10^6 samples (the event
+log reaches about one rotation in it)."""
+CYCLE = {**TIGHT, "event_log_max_bytes": 128 << 10}
+"""``--retention cycle``: as tight, with an event log of 128 KiB, so that the event log
+rotates about every 60,000 samples and the label file is compacted about every 3,000:
+both run through many cycles inside a run of 10^6 samples, and the state directory is a
+sawtooth whose peaks and means can be compared quarter by quarter."""
+RETENTION = {"default": {}, "tight": TIGHT, "cycle": CYCLE}
+QUARTERS = (2, 4)  # compared: the 2nd quarter (warm-up over) with the 4th (the end)
+SAMPLE_EVERY = 2_560  # samples between two rows: about 0.8 of a label compaction's cycle
+WINDOWS = 8  # per-window maxima of the state directory, shown to see the sawtooth's peaks
 
 _BENCH_TIDS: set[int] = set()  # this script's own threads (the daemon part's watcher)
 
@@ -129,6 +144,49 @@ def slopes(rows: list[dict[str, float]], x: str, keys: list[str]) -> dict[str, A
     return out
 
 
+def quarters(rows: list[dict[str, float]], keys: list[str]) -> dict[str, Any]:
+    """Per key: mean and peak over the 2nd and the 4th quarter of the rows and their
+    change (4th against 2nd, in %). Retention makes the state directory a sawtooth (it
+    grows, then a rotation or compaction drops it); a line fitted to a sawtooth swings
+    with where the run stops in a tooth, while the peaks and means of two quarters that
+    each hold several teeth do not. "Flat within 10 %" here: both changes within 10 %."""
+    n = len(rows)
+    if n < 8:
+        return {}
+    parts = {q: rows[(q - 1) * n // 4 : q * n // 4] for q in QUARTERS}
+    a, b = QUARTERS
+    out: dict[str, Any] = {}
+    for k in keys:
+        mean = {q: float(np.mean([r[k] for r in rs])) for q, rs in parts.items()}
+        peak = {q: float(max(r[k] for r in rs)) for q, rs in parts.items()}
+        d_mean = 100 * (mean[b] - mean[a]) / mean[a] if mean[a] else 0.0
+        d_peak = 100 * (peak[b] - peak[a]) / peak[a] if peak[a] else 0.0
+        out[k] = {"mean_q2": mean[a], "mean_q4": mean[b], "mean_change_pct": d_mean,
+                  "peak_q2": peak[a], "peak_q4": peak[b], "peak_change_pct": d_peak,
+                  "flat": abs(d_mean) <= 10 and abs(d_peak) <= 10}  # fmt: skip
+    return out
+
+
+def window_max(rows: list[dict[str, float]], key: str) -> list[float]:
+    """The maximum of ``key`` in each of :data:`WINDOWS` equal windows of the run."""
+    n = len(rows)
+    bounds = [(w * n // WINDOWS, (w + 1) * n // WINDOWS) for w in range(WINDOWS)]
+    return [max(r[key] for r in rows[lo:hi]) for lo, hi in bounds if hi > lo]
+
+
+def cycles(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Event-log rotations and label-file compactions in all and over the second half."""
+    if not rows:
+        return {}
+    mid = rows[len(rows) // 2]
+    return {
+        "event_rotations": rows[-1]["event_rotations"],
+        "event_rotations_2nd_half": rows[-1]["event_rotations"] - mid["event_rotations"],
+        "label_compactions": rows[-1]["label_compactions"],
+        "label_compactions_2nd_half": rows[-1]["label_compactions"] - mid["label_compactions"],
+    }
+
+
 def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="soak-replay-"))
     state = root / "state"
@@ -152,11 +210,13 @@ def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any
             if ready:
                 rt.add_labels([(sid, y, None) for sid, y in ready])
             rt.tick()
-        if i % 10_240 == 0:
+        if i % SAMPLE_EVERY == 0:
             rows.append({"samples": i, "sim_h": i / RATE_HZ / 3600,
                          "wall_s": time.monotonic() - t0, **_proc(), **state_parts(state),
                          "recalibrations": len(rt.results),
-                         "versions": len(rt.registry.versions())})  # fmt: skip
+                         "versions": len(rt.registry.versions()),
+                         "event_rotations": rt.state.events.rotations,
+                         "label_compactions": rt.state.labels.compactions})  # fmt: skip
             print(f"replay {json.dumps(rows[-1])}", flush=True)
         if i >= n_samples or time.monotonic() - t0 > seconds:
             break
@@ -181,6 +241,9 @@ def soak_replay(policy: Policy, n_samples: int, seconds: float) -> dict[str, Any
         "max_per_hour": policy.recalibration.max_per_hour,
         "rows": rows,
         "slopes": slopes(rows, "samples", keys),
+        "quarters": quarters(rows, keys),
+        "window_max_state_mb": window_max(rows, "state_mb"),
+        "cycles": cycles(rows),
         "peak_rss_mb_of_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "sizes": sizes,
     }
@@ -204,11 +267,11 @@ def _sizes(rt: Runtime, state: Path) -> dict[str, float]:
     }
 
 
-def month(policy: Policy, replay: dict[str, Any]) -> dict[str, Any]:
-    """Per part: growth per simulated hour over the second half, extrapolated to a
-    30-day month, beside the retention bound; the month's figure is the smaller."""
-    st, sizes, sl = policy.storage, replay["sizes"], replay["slopes"]
-    bounds_mb = {
+def retention_bounds_mb(policy: Policy, sizes: dict[str, float]) -> dict[str, float]:
+    """Per part, the most MB that ``policy``'s storage limits let it hold (each bound
+    plus at most one write: rotation and compaction follow the write that crosses)."""
+    st = policy.storage
+    return {
         # the newest keep_versions, the newest keep_served that ever served, the first
         # and the served one
         "registry": (st.keep_versions + st.keep_served_versions + 2) * sizes["version_bytes"] / 1e6,
@@ -217,6 +280,13 @@ def month(policy: Policy, replay: dict[str, Any]) -> dict[str, Any]:
         # the file is compacted once it holds compact_factor times max_labels lines
         "labels": sizes["label_compact_factor"] * st.max_labels * sizes["label_line_bytes"] / 1e6,
     }
+
+
+def month(policy: Policy, replay: dict[str, Any]) -> dict[str, Any]:
+    """Per part: growth per simulated hour over the second half, extrapolated to a
+    30-day month, beside the retention bound; the month's figure is the smaller."""
+    sizes, sl = replay["sizes"], replay["slopes"]
+    bounds_mb = retention_bounds_mb(policy, sizes)
     out: dict[str, Any] = {}
     total = 0.0
     for p in PARTS:
@@ -236,6 +306,8 @@ def month(policy: Policy, replay: dict[str, Any]) -> dict[str, Any]:
     out["retention_bound_total_mb"] = sum(bounds_mb.values()) + out.get("other", {}).get(
         "month_mb", 0.0
     )
+    default = retention_bounds_mb(Policy(), sizes)
+    out["default_policy_bound_mb"] = {**default, "total": sum(default.values())}
     return out
 
 
@@ -274,6 +346,8 @@ def soak_daemon(prior: Path, n_samples: int, seconds: float, threads: int) -> di
         "max_per_hour": Policy().recalibration.max_per_hour,
         "rows": rows,
         "slopes": slopes(rows, "wall_s", keys),
+        "quarters": quarters(rows, keys),
+        "window_max_state_mb": window_max(rows, "state_mb"),
     }
 
 
@@ -295,6 +369,46 @@ def _table(name: str, res: dict[str, Any]) -> list[str]:
                 f"| | {k} | {v['first']:.2f} | {v['last']:.2f} | {min(vals):.2f} - "
                 f"{max(vals):.2f} | {v['change_pct']:+.1f} % | {flat} |"
             )
+    return lines
+
+
+def _quarters_md(res: dict[str, Any]) -> list[str]:
+    """The sawtooth-proof statistic: mean and peak of the 2nd quarter against the 4th."""
+    q = res.get("quarters") or {}
+    if not q:
+        return []
+    lines = [
+        "Flatness by quarter (the statistic judged: retention makes the state directory a "
+        "sawtooth, so the mean and the peak of the 2nd quarter of the samples are set beside "
+        "those of the 4th; flat means both changes within +-10 %):",
+        "",
+        "| quantity | mean Q2 | mean Q4 | mean change | peak Q2 | peak Q4 | peak change "
+        "| flat within +-10 % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, v in q.items():
+        flat = ("yes" if v["flat"] else "**no**") if k in HEADLINE else "(part)"
+        lines.append(
+            f"| {k} | {v['mean_q2']:.2f} | {v['mean_q4']:.2f} | {v['mean_change_pct']:+.1f} % "
+            f"| {v['peak_q2']:.2f} | {v['peak_q4']:.2f} | {v['peak_change_pct']:+.1f} % | {flat} |"
+        )
+    lines.append("")
+    c = res.get("cycles")
+    if c:
+        lines += [
+            f"Retention cycles: {c['event_rotations']:.0f} event-log rotations "
+            f"({c['event_rotations_2nd_half']:.0f} in the 2nd half), "
+            f"{c['label_compactions']:.0f} label-file compactions "
+            f"({c['label_compactions_2nd_half']:.0f} in the 2nd half).",
+            "",
+        ]
+    w = res.get("window_max_state_mb") or []
+    if w:
+        lines += [
+            "State directory maximum (MB) in each eighth of the run: "
+            f"{', '.join(f'{x:.2f}' for x in w)}.",
+            "",
+        ]
     return lines
 
 
@@ -324,6 +438,15 @@ def _month_md(m: dict[str, Any], replay: dict[str, Any], which: str) -> list[str
         f"| **all** | | | | {m['retention_bound_total_mb']:.1f} | **{m['total_month_mb']:.1f}** |",
         "",
     ]
+    d = m.get("default_policy_bound_mb")
+    if d:
+        lines += [
+            "The default policy's retention bounds, with the sizes measured here: registry "
+            f"{d['registry']:.1f} MB, events {d['events']:.1f} MB, labels {d['labels']:.1f} MB, "
+            f"{d['total']:.1f} MB in all: the state directory cannot grow past that (plus the "
+            "monitors' few kB and one write) however long the daemon runs.",
+            "",
+        ]
     return lines
 
 
@@ -331,7 +454,8 @@ def _md(result: dict[str, Any]) -> str:
     replay, daemon, started = result["replay"], result["daemon"], result["started"]
     which = "default policy"
     if "storage" in result:
-        which = f"default policy with tight retention, storage {result['storage']}"
+        kind = result.get("retention", "tight")
+        which = f"default policy with {kind} retention, storage {result['storage']}"
     lines = ["# Soak", "", f"Command: `{result['command']}`; {result['machine']}; "
              f"started {started}; code at {result.get('code', 'unknown')}.", ""]  # fmt: skip
     if replay:
@@ -345,6 +469,7 @@ def _md(result: dict[str, Any]) -> str:
             "",
             *_table("replay", replay),
             "",
+            *_quarters_md(replay),
             *_month_md(replay["month"], replay, which),
         ]
     if daemon:
@@ -358,6 +483,7 @@ def _md(result: dict[str, Any]) -> str:
             "",
             *_table("daemon", daemon),
             "",
+            *_quarters_md(daemon),
         ]
     for rc in result.get("rechecks", []):
         lines += [
@@ -378,6 +504,18 @@ def _md(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _code() -> str:
+    """The commit this bench ran at, and whether the code it imports differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True, check=False).stdout.strip()  # fmt: skip
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "regulator", "bench/soak.py")
+    return f"{head} (with uncommitted changes)" if dirty else head
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1_000_000)
@@ -389,9 +527,10 @@ def main() -> int:
     ap.add_argument("--prior", type=Path, default=REPO / "models" / "nanosensor")
     ap.add_argument(
         "--retention",
-        choices=("default", "tight"),
+        choices=tuple(RETENTION),
         default="default",
-        help="tight: the replay's storage limits bind within the run (TIGHT)",
+        help="tight: the replay's storage limits bind within the run (TIGHT); cycle: and "
+        "the event log and label file cycle many times in it (CYCLE)",
     )
     ap.add_argument("--out", default="soak", help="results file name (OUT/<name>.json, .md)")
     a = ap.parse_args()
@@ -401,8 +540,7 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     data = Policy().model_dump(mode="json")
     data["model"]["prior"] = str(a.prior)
-    if a.retention == "tight":
-        data["storage"].update(TIGHT)
+    data["storage"].update(RETENTION[a.retention])
     policy = Policy.model_validate(data)
     daemon: dict[str, Any] | None = None
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -424,11 +562,13 @@ def main() -> int:
         "command": " ".join(["python bench/soak.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other work",
         "started": started,
+        "code": _code(),
         "replay": replay,
         "daemon": daemon,
     }
     OUT.mkdir(exist_ok=True)
-    if a.retention == "tight":
+    if a.retention != "default":
+        result["retention"] = a.retention
         result["storage"] = policy.storage.model_dump()
     (OUT / f"{a.out}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = _md(result)

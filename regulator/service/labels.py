@@ -145,6 +145,8 @@ class LabelBuffer:
         self._lines = len(records) + bad
         self._guard = guard
         self._file = AppendFile(self.path, guard, "label")
+        self.compactions = 0
+        """Compactions (atomic rewrites) since opening."""
         if bad or self._lines > self._compact_factor * self.max_samples:
             self._compact()
 
@@ -247,3 +249,4 @@ class LabelBuffer:
         self._file.close()
         self._lines = len(self._items)
         self._file = AppendFile(self.path, self._guard, "label")
+        self.compactions += 1

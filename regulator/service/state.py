@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import logging
 import math
 import os
@@ -115,6 +116,9 @@ class EventLog:
         self._backlog: deque[str] = deque(maxlen=max_backlog)
         self.dropped = 0
         """Events lost because the backlog overflowed while the disk was full."""
+        self.rotations = 0
+        """Rotations since opening."""
+        self._remove_extra_rotated()
         self._file = AppendFile(self.path, guard, "event")
 
     def append(self, kind: str, ts: float | None = None, **fields: Any) -> dict[str, Any]:
@@ -197,6 +201,17 @@ class EventLog:
                 )
         os.replace(self.path, self.path.with_name(f"{name}.1"))
         self._file = AppendFile(self.path, self._guard, "event")
+        self.rotations += 1
+
+    def _remove_extra_rotated(self) -> None:
+        """Delete rotated files numbered past ``keep_files`` (left by a run with a larger
+        ``event_log_files``), so the bound holds after the limit is lowered."""
+        for p in self.path.parent.glob(f"{glob.escape(self.path.name)}.*"):
+            suffix = p.name[len(self.path.name) + 1 :]
+            if suffix.isdigit() and int(suffix) > self._keep_files:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                log.info("event log: removed %s (past event_log_files)", p.name)
 
 
 def _finite(obj: Any) -> Any:
