@@ -250,3 +250,58 @@ def test_labels_are_group_committed_and_all_survive(
     again = LabelBuffer(path)
     assert sorted(lab.sample_id for lab in again.all()) == sorted(acked)
     again.close()
+
+
+@pytest.mark.slow
+def test_retention_holds_the_state_directory_bounded_cycle_after_cycle(tmp_path: Path) -> None:
+    """Many rotations and compactions, with a restart half-way: after every write the
+    event files and the label file stay under their bounds (so one rotation, or one
+    compaction, followed by growth would fail here), and the old data really go."""
+    from regulator.service.storage import dumps_line, tree_bytes
+
+    max_bytes, files, max_labels = 4096, 2, 20
+    pad = "x" * 150
+    line_bytes = len(dumps_line(Label("s99999", [0.25] * 8, 1, 1e5).to_json())) + 1
+    event_bound = (files + 1) * max_bytes + 400  # + the write that crosses the limit
+    label_bound = (2 * max_labels + 3) * line_bytes  # compacted past 2x max_labels lines
+    rotations = compactions = 0
+    k = 0
+    for _run in range(2):
+        st = StateDir(
+            tmp_path / "state",
+            max_labels=max_labels,
+            event_log_max_bytes=max_bytes,
+            event_log_files=files,
+        )
+        for _ in range(300):
+            k += 1
+            st.events.append("job", i=k, pad=pad)
+            st.labels.add([Label(f"s{k}", [0.25] * 8, k % 3, float(k))])
+            events = sorted(p.name for p in st.root.glob("events.jsonl*"))
+            assert events[: files + 1] == events  # never more than the live file + files
+            assert sum(p.stat().st_size for p in st.root.glob("events.jsonl*")) <= event_bound
+            assert (st.root / "labels.jsonl").stat().st_size <= label_bound
+            assert tree_bytes(st.root) <= event_bound + label_bound + 4096
+            assert len(st.labels) <= max_labels
+        rotations += st.events.rotations
+        compactions += st.labels.compactions
+        st.close()
+    assert rotations >= 20 and compactions >= 20
+    oldest = json.loads((tmp_path / "state" / f"events.jsonl.{files}").read_text().split("\n")[0])
+    assert oldest["fields"]["i"] > k - 3 * max_bytes // 150  # only the newest events kept
+    kept = LabelBuffer(tmp_path / "state" / "labels.jsonl", max_samples=max_labels)
+    assert [lab.sample_id for lab in kept.all()] == [f"s{i}" for i in range(k - 19, k + 1)]
+    kept.close()
+
+
+def test_rotated_event_files_past_a_lowered_limit_are_removed(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events.jsonl", max_bytes=4096, keep_files=4)
+    for i in range(500):
+        log.append("job", i=i, pad="x" * 100)
+    log.close()
+    assert (tmp_path / "events.jsonl.4").exists()
+    (tmp_path / "events.jsonl.bak").write_text("not ours")
+    log = EventLog(tmp_path / "events.jsonl", max_bytes=4096, keep_files=1)
+    log.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["events.jsonl", "events.jsonl.1", "events.jsonl.bak"]
