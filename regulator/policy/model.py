@@ -360,10 +360,11 @@ class RecalibrationConfig(_Section):
     allow_label_free_fallback: bool = True
     """With fewer than ``k_shot`` labels per class, adapt label-free instead of waiting."""
     label_free_refresh_factor: float | None = Field(default=None, gt=1, le=16)
-    """During a drift episode in which no labelled recalibration has been served yet,
-    re-normalise again, label-free (trigger ``refresh``), each time the samples served
-    since the change point have grown by this factor since the last label-free attempt
-    (at 2: 32, 64, 128, … samples), on those samples only. Each candidate is checked as
+    """During a drift episode served by a model not adapted with labels (the prior or a
+    label-free candidate), re-normalise again, label-free (trigger ``refresh``), each
+    time the samples served since the change point have grown by this factor since the
+    last label-free attempt (at 2: 32, 64, 128, … samples), on those samples only; a
+    model adapted with labels is never refreshed. Each candidate is checked as
     any label-free one (on every label of the environment, else by OOD p-values) and is
     swapped in only if not worse. None: off (label-free re-normalisation runs once)."""
     label_free_refresh_max_samples: int = Field(default=1024, ge=32, le=2048)

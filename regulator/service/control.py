@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from regulator.errors import RegistryError
 from regulator.policy.model import RECALIBRATION_ACTIONS, Action
 from regulator.service.actions import ActionTable, Trigger, alert_action
+from regulator.service.refresh import adapted_with_labels
 
 if TYPE_CHECKING:
     from regulator.service.runtime import Runtime
@@ -59,7 +60,7 @@ class Controls:
             rt.state.events.append("rollback", trigger=trigger, ok=False, reason=str(err))
             return {"ok": False, "reason": str(err)}
         rt.monitors.swapped()
-        rt.recal.refresh.stop()
+        rt.recal.refresh.rolled_back(adapted_with_labels(rt.registry, version))
         rt.metrics.rollbacks.inc()
         rt.state.events.append("rollback", trigger=trigger, ok=True, old=old, new=version)
         return {"ok": True, "from": old, "to": version}

@@ -29,7 +29,7 @@ from regulator.service.candidate import MIN_RECENT, CandidateRequest, build_cand
 from regulator.service.intake import Split, split_support
 from regulator.service.jobs import Mode, RecalibrationState, Request
 from regulator.service.labels import Label
-from regulator.service.refresh import LabelFreeRefresh
+from regulator.service.refresh import LabelFreeRefresh, adapted_with_labels
 
 if TYPE_CHECKING:
     from regulator.service.runtime import Runtime
@@ -76,7 +76,7 @@ class Recalibrator:
         self._labelled = 0  # labels on the served model's predictions since the swap
         self._refine_mark = 0  # ... counted at the last refinement
         self._refunds = 0  # rule-fired recalibrations that did no work (see drain_refunds)
-        self.refresh = LabelFreeRefresh()
+        self.refresh = LabelFreeRefresh(adapted_with_labels(rt.registry, rt.serving.version))
 
     # -- requests ----------------------------------------------------------------------
 
@@ -348,7 +348,7 @@ class Recalibrator:
             shutil.rmtree(tmp, ignore_errors=True)
         self._env_start = env_start
         self._labelled = self._refine_mark = 0
-        self.refresh.served(rt.monitors.episodes, mode == "supervised", rt.n_samples)
+        self.refresh.served(rt.monitors.episodes, labelled=mode == "supervised")
         rt.swap_in(new)
         self.waiting_need = 0
         return self._finish(
