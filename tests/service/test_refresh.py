@@ -171,3 +171,28 @@ def test_a_label_free_candidate_is_checked_on_every_label_of_the_environment(
         assert "held-out accuracy" in res.reason
     finally:
         rt.close()
+
+
+def test_a_model_adapted_with_labels_is_never_refreshed(tmp_path: Path, tiny_prior: Path) -> None:
+    """A labelled model serves when the shift comes: its detection starts no refresh (on
+    the gas replay such a refresh passed the OOD check and lost batch 2 nine points)."""
+
+    def adapt_first(rt: Runtime) -> None:
+        x, y = _FAM.sample(_FAM.nominal_environment(), 20, np.random.default_rng(7))
+        rt.add_labels([(f"l{i}", int(y[i]), x[i]) for i in range(20)])
+        assert rt.request_recalibration("http")["outcome"] == "accepted"
+
+    rt, ex = _run(
+        tmp_path,
+        tiny_prior,
+        at={0: adapt_first},
+        k_shot=2,
+        acceptance="cross_validation",
+        label_free_refresh_factor=2.0,
+    )
+    try:
+        assert rt.detections, "the shift was detected"
+        assert [r.trigger for r in rt.results] == ["http"]
+        assert len(ex.requests) == 1  # the supervised candidate only
+    finally:
+        rt.close()
