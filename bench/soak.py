@@ -130,7 +130,7 @@ def slopes(rows: list[dict[str, float]], x: str, keys: list[str]) -> dict[str, A
     the mean there, the slope per unit of ``x``, and the raw first/last values."""
     half = rows[len(rows) // 2 :]
     xs = np.array([r[x] for r in half], dtype=float)
-    out = {}
+    out: dict[str, Any] = {}
     for k in keys:
         ys = np.array([r[k] for r in half], dtype=float)
         if len(xs) < 3 or np.ptp(xs) == 0:
