@@ -44,7 +44,8 @@ def test_alert_action_follows_policy(tmp_path: Path, tiny_prior: Path) -> None:
         alerts={"action_label": "act", "allowed_actions": ["recalibrate_label_free"]},
     )
     try:
-        assert rt.controls.alert_action({"act": "recalibrate_label_free"}) == "recalibrate_label_free"
+        named = rt.controls.alert_action({"act": "recalibrate_label_free"})
+        assert named == "recalibrate_label_free"
         assert rt.controls.alert_action({"recalibrate": "true"}) is None  # supervised not allowed
     finally:
         rt.close()
