@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from typing import Literal
 
 import numpy as np
 import torch
@@ -97,26 +98,37 @@ def rehearsal_readout(
     inp: torch.Tensor,
     y: torch.Tensor,
     kernel: torch.Tensor,
+    source_frame: Literal["own", "shots"] = "own",
+    standardise_on: Literal["shots", "pool"] = "shots",
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Readout weights, bias and skip weights fitted on the shots and the source
     samples, and the solver's iterations.
 
     ``bundle`` is the clone being adapted (its normaliser already the shots'); ``phi``
     the shots' hidden features ``[B, H]``; ``inp`` their encoded input ``[T, B, n_in]``;
-    ``kernel`` the LI kernel.
+    ``kernel`` the LI kernel. ``source_frame`` and ``standardise_on`` keep the
+    alternative measured in the sixth design round (the source rows under the shots'
+    normaliser, standardised on the pool of both): the defaults are what ships.
     """
     from sklearn.linear_model import LogisticRegression
 
     n_out = bundle.cfg.n_outputs
     src_y = bundle.meta_tensors[REHEARSAL_Y].numpy()
-    psi_src = source_features(bundle, inp.shape[0], kernel)
+    if source_frame == "own":
+        psi_src = source_features(bundle, inp.shape[0], kernel)
+    else:
+        with torch.no_grad():
+            src_inp = bundle.encode(bundle.meta_tensors[REHEARSAL_X].numpy(), n_steps=inp.shape[0])
+            psi_src = input_features(src_inp, kernel).numpy().astype(np.float64)
     with torch.no_grad():
         psi_shot = input_features(inp, kernel).numpy().astype(np.float64)
     h = phi.detach().numpy().astype(np.float64)
     hm, hsd = _standardiser(h)
     # One frame for both kinds of rows, the shots': the source's input lines under its
     # own normaliser already sit where the shots' sit under theirs.
-    pm, psd = _standardiser(psi_shot)
+    pm, psd = _standardiser(
+        psi_shot if standardise_on == "shots" else np.concatenate([psi_src, psi_shot])
+    )
     n_src, n_hidden = len(psi_src), h.shape[1]
     features = np.concatenate(
         [
