@@ -136,12 +136,20 @@ def kshot_notes(cfg: TrainConfig, kshot: dict[str, Any], k: int = 5) -> str:
     table = kshot["table"]
     if str(k) not in table or "meta" not in table[str(k)]:
         return ""
+    how = (
+        "the readout and its skip synapses from the input lines are refitted as one "
+        "softmax regression on the shots' filtered hidden spike counts and input lines "
+        "beside the prior's own training rows (their input lines, normalised on their own "
+        "statistics; `regulator/meta/rehearsal.py`), and written through the chip's "
+        "write model."
+        if cfg.rehearsal
+        else "the readout is written from its class means of the filtered hidden spike "
+        "counts, shrunk toward the prior's means, through the chip's write model."
+    )
     lines = [
         f"Adaptation `{cfg.algorithm}` on the `{cfg.scope}`: the support set runs through "
-        "the chip once; the readout is written from its class means of the filtered "
-        "hidden spike counts, shrunk toward the prior's means, through the chip's write "
-        "model. Inputs are re-normalised per feature on the support set's inputs (labels "
-        "unused), as in episodic meta-training."
+        f"the chip once; {how} Inputs are re-normalised per feature on the support set's "
+        "inputs (labels unused), as in episodic meta-training."
     ]
     means = []
     for kk in kshot["ks"]:
