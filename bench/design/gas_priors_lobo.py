@@ -1,0 +1,53 @@
+"""Leave-one-batch-out between whole priors (e.g. widths), each adapting as it ships.
+
+For each of batches 2-5 the prior with the best mean over the *other three* batches is
+the one leave-one-batch-out would ship for it; its score on the held-out batch is the
+honest figure. Same seeded draws as every design round (``seeded_draws``). Run from the
+repository root:
+``.venv/bin/python bench/design/gas_priors_lobo.py DRAWS FOLDER [FOLDER ...]``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from gas_features import seeded_draws  # type: ignore[import-not-found]
+from regulator.chip.network import ChipInstance
+from regulator.meta.adapt import adapt
+from regulator.meta.evaluate import _query_metric
+from regulator.meta.model import ModelBundle
+from regulator.meta.recipes import GAS_DIR
+from regulator.tasks.formats import load_gas_drift
+
+BATCHES = (2, 3, 4, 5)
+
+
+def main() -> None:
+    draws, folders = int(sys.argv[1]), sys.argv[2:]
+    scores: dict[str, dict[int, float]] = {f: {} for f in folders}
+    for b in BATCHES:
+        x, y = load_gas_drift(GAS_DIR / f"batch{b}.dat")[:2]
+        for folder in folders:
+            bundle = ModelBundle.load(folder)
+            accs = []
+            for sup, rest, seed, _ in seeded_draws(y, b, draws):
+                chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
+                new, _ = adapt(bundle, x[sup], y[sup], chip)
+                accs.append(_query_metric(new, chip, x[rest], y[rest]))
+            scores[folder][b] = 100 * float(np.mean(accs))
+    for f, per in scores.items():
+        line = " / ".join(f"{per[b]:.1f}" for b in BATCHES)
+        print(f"{f}: {line}  mean {np.mean(list(per.values())):.2f}")
+    lobo = []
+    for b in BATCHES:
+        others = [o for o in BATCHES if o != b]
+        pick = max(folders, key=lambda f: np.mean([scores[f][o] for o in others]))
+        lobo.append(scores[pick][b])
+        print(f"batch {b} held out -> {pick} ({scores[pick][b]:.1f})")
+    print("leave-one-batch-out " + " / ".join(f"{a:.1f}" for a in lobo) + f"  mean {np.mean(lobo):.2f}")
+
+
+if __name__ == "__main__":
+    main()
