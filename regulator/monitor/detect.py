@@ -153,7 +153,7 @@ class RecursiveDetector(ChangeDetector):
         p = np.atleast_1d(np.asarray(p_values, dtype=np.float64))
         if p.ndim != 1:
             raise InputError(f"p-values must be a scalar or 1-D, got shape {p.shape}")
-        if p.size and not (np.all(p >= 0.0) and np.all(p <= 1.0)):
+        if p.size and not (p.min() >= 0.0 and p.max() <= 1.0):  # a NaN fails both
             raise InputError("p-values must lie in [0, 1] (NaN is not a p-value)")
         self._last_alarms = []
         if not self._latched:

@@ -273,12 +273,14 @@ class ConformalCalibrator:
 
     def __init__(self) -> None:
         self._sorted: F64 | None = None
+        self._beta: float | None = None  # the tail's scale, from _sorted (see _tail_beta)
 
     def fit(self, scores: ArrayLike) -> ConformalCalibrator:
         s = np.asarray(scores, dtype=np.float64).ravel()
         if s.size < 1 or not np.all(np.isfinite(s)):
             raise InputError("calibration needs at least one finite score")
         self._sorted = np.sort(s).astype(np.float64)
+        self._beta = None
         return self
 
     @property
@@ -298,7 +300,17 @@ class ConformalCalibrator:
         out: F64 = np.asarray((1.0 + ge) / (n + 1.0), dtype=np.float64)
         return out
 
-    def tail_p_values(self, scores: ArrayLike) -> F64:
+    def _tail_beta(self) -> float:
+        """The exponential tail's scale (0 when there is no tail): the mean excess of
+        the top :data:`TAIL_SCORES` scores over the next one, computed once per fit."""
+        if self._beta is None:
+            assert self._sorted is not None
+            cal = self._sorted
+            tail = cal.size > TAIL_SCORES
+            self._beta = float(np.mean(cal[-TAIL_SCORES:] - cal[-TAIL_SCORES - 1])) if tail else 0.0
+        return self._beta
+
+    def tail_p_values(self, scores: ArrayLike, p_values: F64 | None = None) -> F64:
         """:meth:`p_values`, except beyond the largest calibration score, where the grid
         stops at ``1/(n+1)``: there ``p = exp(-(s - max) / beta) / (n + 1)``, an
         exponential tail whose scale ``beta`` is the mean excess of the top
@@ -312,18 +324,22 @@ class ConformalCalibrator:
         ['0.51', '0.0099', '0.0099']
         >>> [f"{v:.2g}" for v in cal.tail_p_values([50.0, 100.5, 130.0])]
         ['0.51', '0.009', '4.2e-05']
+
+        ``p_values``, when given, is what :meth:`p_values` returned for these scores
+        (the serving path has them already); it is not modified.
         """
-        p = self.p_values(scores)
+        p = self.p_values(scores) if p_values is None else p_values.copy()
         assert self._sorted is not None
         cal, n = self._sorted, self._sorted.size
         if n <= TAIL_SCORES:
             return p
-        beta = float(np.mean(cal[-TAIL_SCORES:] - cal[-TAIL_SCORES - 1]))
+        beta = self._tail_beta()
         if not beta > 0:
             return p
         s = np.asarray(scores, dtype=np.float64).ravel()
         beyond = s > cal[-1]
-        p[beyond] = np.exp(-(s[beyond] - cal[-1]) / beta) / (n + 1.0)
+        if beyond.any():
+            p[beyond] = np.exp(-(s[beyond] - cal[-1]) / beta) / (n + 1.0)
         return p
 
     def to_dict(self) -> dict[str, Any]:
@@ -334,6 +350,7 @@ class ConformalCalibrator:
         cal = cls()
         if d.get("scores") is not None:
             cal._sorted = np.sort(np.asarray(d["scores"], dtype=np.float64))
+            cal._beta = None
         return cal
 
 

@@ -20,6 +20,8 @@ def _ewma(prev: float | None, x: np.ndarray, a: float) -> float | None:
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size == 0:
         return prev
+    if x.size == 1 and prev is not None:  # the streaming case; the same floats as below
+        return float((1.0 - a) * prev + a * float(x[0]))
     if prev is None:
         prev, x = float(x[0]), x[1:]
         if x.size == 0:
@@ -93,9 +95,10 @@ class OODMonitor(Monitor):
     def update(self, hidden: ArrayLike | None, readout: ArrayLike | None = None) -> None:
         """Consume a batch: hidden spike counts ``[n, H]`` and optionally readout ``[n, K]``."""
         scores = self._model.score(hidden, readout)
-        p = self._model.calibrator.p_values(scores)
+        cal = self._model.calibrator
+        p = cal.p_values(scores)
         self._detector.update(p)
-        p_tail = self._model.calibrator.tail_p_values(scores)
+        p_tail = cal.tail_p_values(scores, p)
         self._scores = scores.tolist()
         self._p = p.tolist()
         self._p_tail = p_tail.tolist()

@@ -44,6 +44,7 @@ class Inference:
         self._metrics = metrics
         self._events = events
         self._bound = bound
+        self._inference_j = metrics.energy.labels(phase="inference")  # looked up once
         self.n_samples = 0
         self.detections: list[dict[str, Any]] = []
         self.explanation: dict[str, Any] | None = None  # of the latest detection
@@ -93,7 +94,7 @@ class Inference:
         m.samples.inc(n)
         m.inference_seconds.observe(dt)  # one chip forward, whatever its batch size
         m.synaptic_ops.inc(pred.telemetry.synaptic_ops)
-        m.energy.labels(phase="inference").inc(pred.energy_j)
+        self._inference_j.inc(pred.energy_j)
         m.dense_ann_energy.inc(pred.dense_ann_j)
         alarms, onset = self._monitors.update(served, pred, batch, ids, n_before, t_s)
         if alarms:

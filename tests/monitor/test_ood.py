@@ -152,3 +152,34 @@ def test_monitor_keeps_tail_p_values_and_restores_old_states() -> None:
     twin = OODMonitor(model)
     twin.load_state_dict(state)
     assert twin.tail_p_values == m.p_values and twin.mean_tail_p_value == m.mean_p_value
+
+
+def test_tail_p_values_reuse_given_p_values_and_follow_a_refit() -> None:
+    """The serving path hands tail_p_values the p-values it has: the same floats as
+    computing them afresh, the given array untouched; a refit changes the tail's scale."""
+    rng = np.random.default_rng(3)
+    cal = ConformalCalibrator().fit((rng.normal(size=(100, 4)) ** 2).sum(axis=1))
+    scores = np.concatenate([(rng.normal(size=(50, 4)) ** 2).sum(axis=1), [30.0, 60.0]])
+    p = cal.p_values(scores)
+    before = p.copy()
+    assert np.array_equal(cal.tail_p_values(scores, p), cal.tail_p_values(scores))
+    assert np.array_equal(p, before)
+    cal.fit((rng.normal(size=(100, 4)) ** 2).sum(axis=1) * 2.0)
+    fresh = ConformalCalibrator.from_dict(cal.to_dict())
+    assert np.array_equal(cal.tail_p_values(scores), fresh.tail_p_values(scores))
+
+
+def test_streaming_ewma_is_the_closed_form() -> None:
+    """One sample at a time the EWMA takes a scalar path: the very floats of the
+    closed form it replaces, (1 - a)^n prev + w @ x with n = 1."""
+    from regulator.monitor.stream import _ewma
+
+    rng = np.random.default_rng(4)
+    for a in (0.01, 0.1, 0.37):
+        prev = 0.5
+        for x in rng.uniform(size=200):
+            w = a * (1.0 - a) ** np.arange(0, -1, -1, dtype=np.float64)
+            want = float((1.0 - a) ** 1 * prev + float(w @ np.array([x])))
+            got = _ewma(prev, np.array([x]), a)
+            assert got == want
+            prev = got
