@@ -61,7 +61,7 @@ class AccuracyMonitor(Monitor):
             a = a[None]
         if n is not None and a.shape[0] != n:
             raise InputError(f"expected {n} rows, got {a.shape[0]}")
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise InputError("labels and predictions must be finite")
         return a
 

@@ -150,7 +150,9 @@ class RecursiveDetector(ChangeDetector):
 
     def update(self, p_values: ArrayLike) -> None:
         """Consume one p-value or a 1-D batch of them, in stream order."""
-        p = np.atleast_1d(np.asarray(p_values, dtype=np.float64))
+        p = np.asarray(p_values, dtype=np.float64)
+        if p.ndim == 0:  # what np.atleast_1d does, without its dispatch on the serving path
+            p = p.reshape(1)
         if p.ndim != 1:
             raise InputError(f"p-values must be a scalar or 1-D, got shape {p.shape}")
         if p.size and not (p.min() >= 0.0 and p.max() <= 1.0):  # a NaN fails both
@@ -169,10 +171,10 @@ class RecursiveDetector(ChangeDetector):
         while start < x.size:
             stop = min(start + _CHUNK, x.size)
             s = self._path(self._s, x[start:stop])
-            hit = np.flatnonzero(s >= self._h)
+            hit = (s >= self._h).nonzero()[0]
             end = stop if hit.size == 0 else start + int(hit[0]) + 1
             seg = s[: end - start]
-            zeros = np.flatnonzero(seg <= self._zero_level)
+            zeros = (seg <= self._zero_level).nonzero()[0]
             if zeros.size:
                 self._last_zero = self._n + start + int(zeros[-1])
             if hit.size == 0:

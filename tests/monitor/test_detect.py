@@ -140,3 +140,19 @@ def test_ood_monitor_calibrates_its_detector_on_the_model_grid() -> None:
         detector_config={"mean_samples_between_false_alarms": 300, "n_calibration": None},
     )
     assert m.detector.threshold < cont.detector.threshold
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_range_check_and_scalar_p_values(name: str) -> None:
+    """The serving path's cheaper range check refuses what the old one did (a NaN
+    anywhere, a value outside [0, 1]); a scalar p-value is a batch of one."""
+    for bad in ([0.5, float("nan"), 0.2], [-0.1], [0.3, 1.0 + 1e-12]):
+        with pytest.raises(InputError):
+            make_detector(name).update(bad)
+    one, batch = make_detector(name), make_detector(name)
+    for p in np.random.default_rng(5).uniform(1e-4, 1.0, size=300) ** 3:
+        one.update(float(p))
+        batch.update([float(p)])
+    assert (one.statistic, one.n_seen, one.n_alarms) == (
+        batch.statistic, batch.n_seen, batch.n_alarms
+    )  # fmt: skip
