@@ -327,7 +327,16 @@ def check_x(x: Any) -> tuple[int, ...]:
 
 
 def _check_numbers(values: list[Any]) -> None:
-    for v in values:
+    # The common case first, in C loops: all floats, all good? With every value finite
+    # min and max are exact; a NaN or an infinity makes the sum non-finite, and finite
+    # values within the bound cannot overflow it.
+    if (
+        set(map(type, values)) == {float}
+        and math.isfinite(sum(values))
+        and -MAX_ABS_VALUE <= min(values) <= max(values) <= MAX_ABS_VALUE
+    ):
+        return
+    for v in values:  # the first bad value, in order, names the reason
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise InputError(f"bad_value: x holds a non-number {type(v).__name__}", "bad_value")
         if isinstance(v, float) and not math.isfinite(v):
