@@ -292,14 +292,14 @@ def measure(a: argparse.Namespace, prior: Path, prior_kind: str, tmp: Path) -> d
         "runtime_over_bare_throughput": ratio,
         "batched_samples_per_s": {str(b): v for b, v in sb.items()},
         "runtime_over_bare_throughput_batched": {str(b): v for b, v in ratio_b.items()},
-        "goal_throughput_ratio": 0.9,
+        "goal_throughput_ratio": 0.95,
         "p99_during_over_outside": p99_ratio,
         "labels_persisted_over_without": s["labels_paced"]["samples_per_s"]
         / s["labels_off"]["samples_per_s"],
         "labels_burst_over_without": s["labels_burst"]["samples_per_s"]
         / s["labels_off"]["samples_per_s"],
         "labels_fed": labels_fed,
-        "goal_p99_ratio": 2.0,
+        "goal_p99_ratio": 1.5,
         "recalibrations_during": {
             "n": len(results),
             "outcomes": {
@@ -401,11 +401,12 @@ The median run (by the batch-1 ratio):
 {brows}
 
 - Runtime over bare forward, throughput: **{ratio:.2f}×** one sample at a time,
-  {bratios} (goal ≥ 0.9×). The daemon's main loop serves what
+  {bratios} (goal ≥ 0.95×). The daemon's main loop serves what
   arrived since its last wake-up in one batch (up to 64), so under load it runs the
-  batched path; at a trickle it runs batch 1, where the per-sample monitor work
-  (OOD score, conformal p-value, CUSUM, metrics) is {100 * (1 - ratio):.0f} % of the time.
-- p99 during recalibration over p99 outside: **{p99_ratio:.2f}×** (goal ≤ 2×);
+  batched path; at a trickle it runs batch 1, where everything around the forward (the
+  input check, the monitor set, the label intake, metrics, the results) costs
+  {100 * (1 / ratio - 1):.0f} % of the forward's time.
+- p99 during recalibration over p99 outside: **{p99_ratio:.2f}×** (goal ≤ 1.5×);
   {results_n} recalibrations ran back to back meanwhile
   ({rec["outcomes"]}, mean {rec["mean_seconds"] or 0:.2f} s each; a worst case: the
   recalibration thread never rests).
