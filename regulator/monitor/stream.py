@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,8 +28,16 @@ def _ewma(prev: float | None, x: np.ndarray, a: float) -> float | None:
         if x.size == 0:
             return prev
     n = x.size
+    return float((1.0 - a) ** n * prev + float(_ewma_weights(a, n) @ x))
+
+
+@functools.lru_cache(maxsize=64)
+def _ewma_weights(a: float, n: int) -> np.ndarray:
+    """The closed form's weights ``a (1 - a)^(n-1-i)`` (read-only; a served batch's
+    three EWMAs share one)."""
     w = a * (1.0 - a) ** np.arange(n - 1, -1, -1, dtype=np.float64)
-    return float((1.0 - a) ** n * prev + float(w @ x))
+    w.flags.writeable = False
+    return w
 
 
 class OODMonitor(Monitor):
