@@ -36,7 +36,9 @@ def _skip_net(seed: int = 0) -> SpikingNetwork:
     )
     assert net.readout_skip is not None
     with torch.no_grad():
-        net.readout_skip.weight.copy_(torch.randn(3, 6, generator=torch.Generator().manual_seed(seed)))
+        net.readout_skip.weight.copy_(
+            torch.randn(3, 6, generator=torch.Generator().manual_seed(seed))
+        )
     return net
 
 
@@ -183,15 +185,21 @@ def _scores(rehearsal_bundle: ModelBundle) -> dict[str, float]:
     for env in range(3):
         x, y = _drifted(env)
         rng = np.random.default_rng(env)
-        sup = np.concatenate([rng.choice(np.flatnonzero(y == c), SHOTS, replace=False) for c in range(3)])
+        sup = np.concatenate(
+            [rng.choice(np.flatnonzero(y == c), SHOTS, replace=False) for c in range(3)]
+        )
         rest = np.setdiff1d(np.arange(len(y)), sup)
         for name, bundle in (("rehearsal", rehearsal_bundle), ("prototype", plain)):
             chip = ChipInstance.create("loihi", bundle.cfg, env)
             new, _ = adapt(bundle, x[sup], y[sup], chip)
             scores.setdefault(name, []).append(_query_metric(new, chip, x[rest], y[rest]))
         chip = ChipInstance.create("loihi", plain.cfg, env)
-        scores.setdefault("none", []).append(_query_metric(rehearsal_bundle, chip, x[rest], y[rest]))
-        scores.setdefault("lr_scratch", []).append(peers.score(x[sup], y[sup], x[rest], y[rest])["lr_scratch"])
+        scores.setdefault("none", []).append(
+            _query_metric(rehearsal_bundle, chip, x[rest], y[rest])
+        )
+        scores.setdefault("lr_scratch", []).append(
+            peers.score(x[sup], y[sup], x[rest], y[rest])["lr_scratch"]
+        )
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
@@ -215,3 +223,33 @@ def test_skip_synapses_survive_the_nir_round_trip(tmp_path: Path, profile: str) 
         with torch.no_grad():
             want = net(x, ChipInstance.create("ideal", net.cfg))
             assert torch.equal(back(x).outputs, want.outputs)
+
+
+def test_the_pooled_frame_measured_in_design_runs_and_differs(
+    rehearsal_bundle: ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alternative the sixth design round measured (source rows under the shots'
+    normaliser, standardised on the pool) still adapts, and is not the shipped fit."""
+    import functools
+
+    import regulator.meta.adapt as adapt_module
+    from regulator.meta.rehearsal import rehearsal_readout
+
+    x, y = _drifted(1)
+    rng = np.random.default_rng(1)
+    sup = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), SHOTS, replace=False) for c in range(3)]
+    )
+    rest = np.setdiff1d(np.arange(len(y)), sup)
+    chip = ChipInstance.create("loihi", rehearsal_bundle.cfg, 1)
+    own, _ = adapt(rehearsal_bundle, x[sup], y[sup], chip)
+    pooled_fit = functools.partial(rehearsal_readout, source_frame="shots", standardise_on="pool")
+    monkeypatch.setattr(adapt_module, "rehearsal_readout", pooled_fit)
+    chip = ChipInstance.create("loihi", rehearsal_bundle.cfg, 1)
+    pooled, _ = adapt(rehearsal_bundle, x[sup], y[sup], chip)
+    assert own.network.readout_skip is not None and pooled.network.readout_skip is not None
+    assert not torch.equal(own.network.readout_skip.weight, pooled.network.readout_skip.weight)
+    none = _query_metric(
+        rehearsal_bundle, ChipInstance.create("loihi", rehearsal_bundle.cfg, 1), x[rest], y[rest]
+    )
+    assert _query_metric(pooled, chip, x[rest], y[rest]) >= none + 0.2
