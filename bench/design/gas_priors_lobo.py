@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-
 from gas_features import seeded_draws  # type: ignore[import-not-found]
+
 from regulator.chip.network import ChipInstance
 from regulator.meta.adapt import adapt
 from regulator.meta.evaluate import _query_metric
@@ -46,7 +46,8 @@ def main() -> None:
         pick = max(folders, key=lambda f: np.mean([scores[f][o] for o in others]))
         lobo.append(scores[pick][b])
         print(f"batch {b} held out -> {pick} ({scores[pick][b]:.1f})")
-    print("leave-one-batch-out " + " / ".join(f"{a:.1f}" for a in lobo) + f"  mean {np.mean(lobo):.2f}")
+    held_out = " / ".join(f"{a:.1f}" for a in lobo)
+    print(f"leave-one-batch-out {held_out}  mean {np.mean(lobo):.2f}")
 
 
 if __name__ == "__main__":

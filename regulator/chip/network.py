@@ -334,7 +334,9 @@ class SpikingNetwork(nn.Module):
         )
         w_skip = weights.get("readout_skip.weight")
         if w_skip is not None:
-            skip = tally.synaptic_input(x, w_skip, None, input_is_spikes, p_fail, chip, False, False)
+            skip = tally.synaptic_input(
+                x, w_skip, None, input_is_spikes, p_fail, chip, False, False
+            )
             cur = cur.add_(skip)
         outputs = li_mean(cur, li_kernel(t_steps, a_mem, neg_b_syn, x.dtype))
         return NetOutput(outputs, tally.counts(), self._telemetry(x, weights, tally), s)
