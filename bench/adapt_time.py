@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from regulator.chip.network import ChipInstance  # noqa: E402
 from regulator.meta.adapt import adapt  # noqa: E402
-from regulator.meta.evaluate import HELDOUT_SEED_BASE, _draw, family_for  # noqa: E402
+from regulator.meta.evaluate import HELDOUT_SEED_BASE, family_for  # noqa: E402
+from regulator.meta.gas_protocol import draw_shots  # noqa: E402
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.tasks.formats import load_gas_drift  # noqa: E402
 
@@ -45,7 +46,7 @@ def run_once(name: str, n: int, seed: int) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     secs, ratio = [], []
     for i in range(n + 1):
-        sup, _ = _draw(y, 5, rng)
+        sup, _ = draw_shots(y, 5, rng)
         chip = ChipInstance.create(bundle.profile, bundle.cfg, seed * 1000 + i)
         t0 = time.perf_counter()
         _, rep = adapt(bundle, x[sup], y[sup], chip)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from regulator.chip.energy import E_DENSE_MAC_J  # noqa: E402
 from regulator.meta.card import row_label  # noqa: E402
-from regulator.meta.evaluate import evaluate, evaluate_gas_drift  # noqa: E402
+from regulator.meta.evaluate import evaluate  # noqa: E402
+from regulator.meta.gas_protocol import evaluate_gas_drift  # noqa: E402
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.meta.peers import MLP_HIDDEN, PEER_NAMES  # noqa: E402
 from regulator.meta.recipes import best_peer  # noqa: E402

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from regulator.chip.network import ChipInstance  # noqa: E402
 from regulator.meta.adapt import adapt  # noqa: E402
-from regulator.meta.evaluate import _draw, _query_metric  # noqa: E402
+from regulator.meta.evaluate import query_metric  # noqa: E402
+from regulator.meta.gas_protocol import draw_shots  # noqa: E402
 from regulator.meta.labelfree import recalibrate_label_free  # noqa: E402
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.meta.recipes import RECIPES  # noqa: E402
@@ -89,12 +90,12 @@ def score_refinement(
             base, _ = recalibrate_label_free(prior, x, chip0)
         scores = []
         for _ in range(draws):
-            sup, rest = _draw(y, 5, rng)
+            sup, rest = draw_shots(y, 5, rng)
             cand = base.clone()
             cand.meta["refine_steps"], cand.meta["refine_lr"] = steps, lr
             chip = ChipInstance.create(prior.profile, prior.cfg, int(rng.integers(0, 2**31 - 1)))
             new, _ = adapt(cand, x[sup], y[sup], chip)
-            scores.append(_query_metric(new, chip, x[rest], y[rest]))
+            scores.append(query_metric(new, chip, x[rest], y[rest]))
         out[b] = float(np.mean(scores))
     return out
 

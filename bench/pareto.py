@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 from regulator.chip.energy import dense_energy_j  # noqa: E402
 from regulator.chip.network import ChipInstance  # noqa: E402
 from regulator.meta.adapt import adapt  # noqa: E402
-from regulator.meta.evaluate import _draw, _query_metric  # noqa: E402
+from regulator.meta.evaluate import query_metric  # noqa: E402
+from regulator.meta.gas_protocol import draw_shots  # noqa: E402
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.meta.peers import MLP_HIDDEN, PEER_LABELS, Peers, SourceData  # noqa: E402
 from regulator.meta.recipes import RECIPES  # noqa: E402
@@ -92,13 +93,13 @@ def score_run(
         rng = np.random.default_rng([seed, b, 0x9A7])
         per: dict[str, list[float]] = {}
         for _ in range(draws):
-            sup, rest = _draw(y, 5, rng)
+            sup, rest = draw_shots(y, 5, rng)
             sx, sy, qx, qy = x[sup], y[sup], x[rest], y[rest]
             chip_seed = int(rng.integers(0, 2**31 - 1))
             for name, bundle in bundles.items():
                 chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
                 new, _ = adapt(bundle, sx, sy, chip)
-                per.setdefault(name, []).append(_query_metric(new, chip, qx, qy))
+                per.setdefault(name, []).append(query_metric(new, chip, qx, qy))
             for name, a in peers.score(sx, sy, qx, qy).items():
                 if name in PEERS:
                     per.setdefault(name, []).append(a)

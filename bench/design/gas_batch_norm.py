@@ -16,7 +16,8 @@ from gas_lobo import BATCHES, REPO  # noqa: E402
 
 from regulator.chip.network import ChipInstance  # noqa: E402
 from regulator.meta.adapt import adapt  # noqa: E402
-from regulator.meta.evaluate import _draw, _query_metric  # noqa: E402
+from regulator.meta.evaluate import query_metric  # noqa: E402
+from regulator.meta.gas_protocol import draw_shots  # noqa: E402
 from regulator.meta.model import ModelBundle  # noqa: E402
 from regulator.tasks.formats import load_gas_drift  # noqa: E402
 
@@ -30,13 +31,13 @@ for mode in ("support", "batch"):
         rng = np.random.default_rng([seed, bt, 0x6A5])
         sc = []
         for _ in range(draws):
-            sup, rest = _draw(y, 5, rng)
+            sup, rest = draw_shots(y, 5, rng)
             cand = b.clone()
             if mode == "batch":
                 cand.meta["episode_normalisation"] = False
                 cand.normaliser = cand.support_normaliser(x)  # unlabelled batch statistics
             chip = ChipInstance.create(b.profile, b.cfg, int(rng.integers(0, 2**31 - 1)))
             new, _ = adapt(cand, x[sup], y[sup], chip)
-            sc.append(_query_metric(new, chip, x[rest], y[rest]))
+            sc.append(query_metric(new, chip, x[rest], y[rest]))
         res[bt] = round(100 * float(np.mean(sc)), 1)
     print(seed, mode, res, round(np.mean(list(res.values())), 1), flush=True)

@@ -16,7 +16,7 @@ sys.path.insert(0, "bench/design")
 from gas_features import feats
 
 from regulator.chip.network import ChipInstance
-from regulator.meta.evaluate import _draw
+from regulator.meta.gas_protocol import draw_shots
 from regulator.meta.model import ModelBundle
 from regulator.meta.recipes import GAS_DIR
 from regulator.tasks.formats import load_gas_drift
@@ -30,7 +30,7 @@ for b in (2, 3, 4, 5):
     rng = np.random.default_rng([0, b, 0x6A5])
     res = {}
     for _ in range(draws):
-        sup, rest = _draw(y, 5, rng)
+        sup, rest = draw_shots(y, 5, rng)
         sx, sy, qx, qy = x[sup], y[sup], x[rest], y[rest]
         seed = int(rng.integers(0, 2**31 - 1))
         F = []

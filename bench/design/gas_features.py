@@ -17,7 +17,8 @@ from sklearn.linear_model import LogisticRegression
 
 from regulator.chip.network import ChipInstance
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import _draw, _query_metric
+from regulator.meta.evaluate import query_metric
+from regulator.meta.gas_protocol import draw_shots
 from regulator.meta.model import ModelBundle
 from regulator.meta.readout import li_kernel, readout_features
 from regulator.meta.recipes import GAS_DIR
@@ -38,7 +39,7 @@ def seeded_draws(y: np.ndarray, batch: int, draws: int, shots: int = 5):  # type
     generator (for whatever else a script draws, after these)."""
     rng = np.random.default_rng([0, batch, 0x6A5])
     for _ in range(draws):
-        sup, rest = _draw(y, shots, rng)
+        sup, rest = draw_shots(y, shots, rng)
         yield sup, rest, int(rng.integers(0, 2**31 - 1)), rng
 
 
@@ -56,7 +57,7 @@ def main() -> None:
             for name, steps in (("proto", 0), ("proto+refine", None)):
                 chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
                 new, _ = adapt(bundle, sx, sy, chip, steps=steps)
-                res.setdefault(name, []).append(_query_metric(new, chip, qx, qy))
+                res.setdefault(name, []).append(query_metric(new, chip, qx, qy))
             chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
             fs, fq = feats(bundle, norm, sx, chip), feats(bundle, norm, qx, chip)
             mu, sd = fs.mean(0), fs.std(0) + 1e-6

@@ -41,7 +41,7 @@ from gas_features import seeded_draws  # type: ignore[import-not-found]
 import regulator.meta.adapt as adapt_module
 from regulator.chip.network import ChipInstance
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import _query_metric
+from regulator.meta.evaluate import query_metric
 from regulator.meta.model import ModelBundle
 from regulator.meta.peers import Peers, SourceData
 from regulator.meta.recipes import GAS_DIR
@@ -113,7 +113,7 @@ def simulated(bundle: ModelBundle, draws: int) -> None:
                     chip = ChipInstance.create(bundle.profile, bundle.cfg, chip_seed)
                     new, _ = adapt(cand, xb[sup], yb[sup], chip)
                     rows.setdefault(f"{name}|{method}", []).append(
-                        _query_metric(new, chip, xb[rest], yb[rest])
+                        query_metric(new, chip, xb[rest], yb[rest])
                     )
                 peer = peers.score(xb[sup], yb[sup], xb[rest], yb[rest])["lr_source"]
                 rows.setdefault(f"{name}|LR peer, half A + shots", []).append(peer)
@@ -152,7 +152,7 @@ def main() -> None:
             for sup, rest, seed, _ in seeded_draws(y, b, draws):
                 chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
                 new, _ = adapt(cand, x[sup], y[sup], chip)
-                accs.append(_query_metric(new, chip, x[rest], y[rest]))
+                accs.append(query_metric(new, chip, x[rest], y[rest]))
             scores[name][b] = 100 * float(np.mean(accs))
     adapt_module.rehearsal_readout = rehearsal_readout  # type: ignore[assignment]
     for name, per in scores.items():

@@ -16,7 +16,7 @@ from gas_features import seeded_draws  # type: ignore[import-not-found]
 
 from regulator.chip.network import ChipInstance
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import _query_metric
+from regulator.meta.evaluate import query_metric
 from regulator.meta.model import ModelBundle
 from regulator.meta.recipes import GAS_DIR
 from regulator.tasks.formats import load_gas_drift
@@ -35,7 +35,7 @@ def main() -> None:
             for sup, rest, seed, _ in seeded_draws(y, b, draws):
                 chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
                 new, _ = adapt(bundle, x[sup], y[sup], chip)
-                accs.append(_query_metric(new, chip, x[rest], y[rest]))
+                accs.append(query_metric(new, chip, x[rest], y[rest]))
             scores[folder][b] = 100 * float(np.mean(accs))
     for f, per in scores.items():
         line = " / ".join(f"{per[b]:.1f}" for b in BATCHES)

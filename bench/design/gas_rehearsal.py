@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from gas_features import feats, seeded_draws  # type: ignore[import-not-found]
 from regulator.chip.network import ChipInstance
-from regulator.meta.evaluate import _draw
+from regulator.meta.gas_protocol import draw_shots
 from regulator.meta.model import ModelBundle
 from regulator.meta.recipes import GAS_DIR
 from regulator.tasks.formats import load_gas_drift
@@ -32,7 +32,7 @@ def source_features(bundle: ModelBundle, episodes: int, seed: int = 7):  # type:
     fs, ys = [], []
     chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
     for _ in range(episodes):
-        sup, _ = _draw(y, 5, rng)
+        sup, _ = draw_shots(y, 5, rng)
         norm = bundle.support_normaliser(x[sup].astype(np.float32))
         fs.append(feats(bundle, norm, x, chip))
         ys.append(y)

@@ -1,7 +1,7 @@
 import sys, time, numpy as np, torch
 from regulator.meta.train import TrainConfig, build_trainer, train_steps, finalise
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import _query_metric, HELDOUT_SEED_BASE
+from regulator.meta.evaluate import query_metric, HELDOUT_SEED_BASE
 from regulator.chip.network import ChipInstance
 torch.set_num_threads(1)
 H, T, NB, HOLD, IT = map(int, sys.argv[1:6])
@@ -22,5 +22,5 @@ for K in (1, 5, 10):
         ep = fam.episode(env, K, 60, rng); cs = int(rng.integers(0, 2**31 - 1))
         chip = ChipInstance.create(b.profile, b.cfg, cs)
         new, rep = adapt(b, ep.support_x, ep.support_y, chip)
-        accs.append(_query_metric(new, chip, ep.query_x, ep.query_y)); lj.append(rep.learning_energy_j)
+        accs.append(query_metric(new, chip, ep.query_x, ep.query_y)); lj.append(rep.learning_energy_j)
     print(K, round(100 * np.mean(accs), 1), "learn inferences", np.mean(lj) / b.calibration["energy_per_inference_j"], flush=True)

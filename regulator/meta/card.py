@@ -87,7 +87,7 @@ def kshot_markdown(result: dict[str, Any]) -> str:
 
 
 def gas_markdown(result: dict[str, Any]) -> str:
-    """The per-batch table of :func:`~regulator.meta.evaluate.evaluate_gas_drift`."""
+    """The per-batch table of :func:`~regulator.meta.gas_protocol.evaluate_gas_drift`."""
     batches = result["batches"]
     names = list(result["mean_over_batches"])
     head = "| method | " + " | ".join(f"batch {b}" for b in batches) + " | mean |"

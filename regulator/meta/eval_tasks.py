@@ -25,7 +25,7 @@ import numpy as np
 
 from regulator.chip.network import ChipInstance
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import HELDOUT_SEED_BASE, _query_metric, family_for, interval
+from regulator.meta.evaluate import HELDOUT_SEED_BASE, family_for, interval, query_metric
 from regulator.meta.model import ModelBundle
 
 __all__ = ["EvalResult", "EvalTask", "Submitter", "eval_task", "evaluate_batch", "task_batch"]
@@ -85,9 +85,9 @@ def eval_task(task: EvalTask) -> EvalResult:
     ep = fam.episode(env, task.k, task.n_query, np.random.default_rng(task.episode_seed))
     chip = ChipInstance.create(bundle.profile, bundle.cfg, task.chip_seed)
     new, rep = adapt(bundle, ep.support_x, ep.support_y, chip)
-    adapted = _query_metric(new, chip, ep.query_x, ep.query_y)
+    adapted = query_metric(new, chip, ep.query_x, ep.query_y)
     chip = ChipInstance.create(bundle.profile, bundle.cfg, task.chip_seed)
-    plain = _query_metric(bundle, chip, ep.query_x, ep.query_y)
+    plain = query_metric(bundle, chip, ep.query_x, ep.query_y)
     return EvalResult(adapted, plain, float(rep.learning_energy_j), int(rep.weight_writes))
 
 

@@ -32,7 +32,8 @@ import torch
 from regulator import atomic
 from regulator.errors import ConfigError, UnknownNameError
 from regulator.meta.card import gas_markdown, kshot_markdown, render_card
-from regulator.meta.evaluate import evaluate, evaluate_gas_drift, family_for, train_joint
+from regulator.meta.evaluate import evaluate, family_for, train_joint
+from regulator.meta.gas_protocol import evaluate_gas_drift
 from regulator.meta.model import ModelBundle
 from regulator.meta.peers import PEER_NAMES
 from regulator.meta.train import TrainConfig, build_trainer, finalise, train_prior, train_steps

@@ -18,7 +18,8 @@ from regulator.errors import (
     UnknownNameError,
 )
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import evaluate, evaluate_gas_drift
+from regulator.meta.evaluate import evaluate
+from regulator.meta.gas_protocol import evaluate_gas_drift
 from regulator.meta.labelfree import recalibrate_label_free
 from regulator.meta.model import ModelBundle
 from regulator.meta.plasticity import pre_trace, three_factor_update

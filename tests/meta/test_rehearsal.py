@@ -13,7 +13,7 @@ from regulator.chip.nir_io import export_nir, load_nir, to_nir
 from regulator.chip.profiles import ChipProfile
 from regulator.errors import ConfigError
 from regulator.meta.adapt import adapt
-from regulator.meta.evaluate import _query_metric
+from regulator.meta.evaluate import query_metric
 from regulator.meta.model import ModelBundle
 from regulator.meta.peers import Peers, SourceData
 from regulator.meta.rehearsal import REHEARSAL_X, has_rehearsal
@@ -192,10 +192,10 @@ def _scores(rehearsal_bundle: ModelBundle) -> dict[str, float]:
         for name, bundle in (("rehearsal", rehearsal_bundle), ("prototype", plain)):
             chip = ChipInstance.create("loihi", bundle.cfg, env)
             new, _ = adapt(bundle, x[sup], y[sup], chip)
-            scores.setdefault(name, []).append(_query_metric(new, chip, x[rest], y[rest]))
+            scores.setdefault(name, []).append(query_metric(new, chip, x[rest], y[rest]))
         chip = ChipInstance.create("loihi", plain.cfg, env)
         scores.setdefault("none", []).append(
-            _query_metric(rehearsal_bundle, chip, x[rest], y[rest])
+            query_metric(rehearsal_bundle, chip, x[rest], y[rest])
         )
         scores.setdefault("lr_scratch", []).append(
             peers.score(x[sup], y[sup], x[rest], y[rest])["lr_scratch"]
@@ -249,7 +249,7 @@ def test_the_pooled_frame_measured_in_design_runs_and_differs(
     pooled, _ = adapt(rehearsal_bundle, x[sup], y[sup], chip)
     assert own.network.readout_skip is not None and pooled.network.readout_skip is not None
     assert not torch.equal(own.network.readout_skip.weight, pooled.network.readout_skip.weight)
-    none = _query_metric(
+    none = query_metric(
         rehearsal_bundle, ChipInstance.create("loihi", rehearsal_bundle.cfg, 1), x[rest], y[rest]
     )
-    assert _query_metric(pooled, chip, x[rest], y[rest]) >= none + 0.2
+    assert query_metric(pooled, chip, x[rest], y[rest]) >= none + 0.2
