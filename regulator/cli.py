@@ -12,6 +12,11 @@ from typing import Any
 from regulator.build import version_line
 from regulator.errors import ConfigError, RegulatorError
 
+KSHOT_DEFAULT = (1, 5, 10)
+"""``evaluate``'s K per class on held-out environments."""
+GAS_SHOTS_DEFAULT = 5
+"""``evaluate --gas-drift``'s labelled samples per gas: the protocol's (README, cards)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -58,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "--shots",
         type=int,
         nargs="+",
-        default=[1, 5, 10],
-        help="K per class (gas drift: the first)",
+        help=f"K per class (default {' '.join(map(str, KSHOT_DEFAULT))}; gas drift: one K, "
+        f"default {GAS_SHOTS_DEFAULT}, the protocol's)",
     )
     ev.add_argument("--tasks", type=int, default=50, help="held-out tasks per K")
     ev.add_argument("--seed", type=int, default=0)
@@ -183,16 +188,20 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from regulator.meta.card import gas_markdown, kshot_markdown
-    from regulator.meta.evaluate import evaluate, evaluate_gas_drift
+    from regulator.meta.evaluate import evaluate
+    from regulator.meta.gas_protocol import evaluate_gas_drift
     from regulator.meta.model import ModelBundle
 
     bundle = ModelBundle.load(a.model)
     progress = sys.stderr.isatty()
     if a.gas_drift is not None:
+        if a.shots is not None and len(a.shots) != 1:
+            print("regulator evaluate: --gas-drift takes one --shots K", file=sys.stderr)
+            return 2
         table = evaluate_gas_drift(
             bundle,
             a.gas_drift,
-            k_per_class=a.shots[0],
+            k_per_class=a.shots[0] if a.shots else GAS_SHOTS_DEFAULT,
             draws=a.draws,
             seed=a.seed,
             batches=tuple(a.batches),
@@ -200,7 +209,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         )
         print(gas_markdown(table))
     else:
-        table = evaluate(bundle, ks=tuple(a.shots), n_tasks=a.tasks, seed=a.seed, progress=progress)
+        ks = tuple(a.shots or KSHOT_DEFAULT)
+        table = evaluate(bundle, ks=ks, n_tasks=a.tasks, seed=a.seed, progress=progress)
         print(kshot_markdown(table))
     if a.out:
         a.out.write_text(json.dumps(table, indent=1, default=float))

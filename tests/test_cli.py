@@ -144,3 +144,33 @@ def test_evaluate_scores_a_later_recording_holding_a_gas_batch_1_lacks(tmp_path:
     assert {"labelfree_fewshot", "lr_source", "mlp_renorm", "ncm"} <= set(table)
     for name in ("labelfree_fewshot", "lr_source", "mlp_renorm", "ncm"):
         assert 0.0 <= table[name]["metric"]["mean"] <= 1.0
+
+
+def test_evaluate_gas_drift_defaults_to_the_protocols_five_shots(tmp_path: Path) -> None:
+    """The README's ``evaluate --gas-drift`` runs the 5-labels-per-gas protocol the cards
+    and the headline table report, not the first of the K-shot defaults (1)."""
+    src = REPO / "data" / "gas-drift"
+    (tmp_path / "batch1.dat").write_text((src / "batch1.dat").read_text())
+    (tmp_path / "batch3.dat").write_text(
+        "\n".join((src / "batch3.dat").read_text().splitlines()[::10]) + "\n"
+    )
+    out = tmp_path / "gas.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "evaluate", str(REPO / "models" / "gas-drift"),
+         "--gas-drift", str(tmp_path), "--batches", "3", "--draws", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    table = json.loads(out.read_text())
+    assert table["k_per_class"] == 5
+    assert table["table"]["3"]["fewshot"]["labels"] == 5 * len(
+        table["table"]["3"]["classes_present"]
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "evaluate", str(REPO / "models" / "gas-drift"),
+         "--gas-drift", str(tmp_path), "--batches", "3", "--shots", "1", "5"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "one --shots K" in bad.stderr
