@@ -12,35 +12,26 @@ import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from regulator import atomic
 from regulator.chip.encoders import make_encoder
-from regulator.chip.network import ChipInstance, NetOutput, NetworkConfig, SpikingNetwork
+from regulator.chip.network import ChipInstance, NetworkConfig, SpikingNetwork
 from regulator.chip.profiles import load_profile
 from regulator.errors import ConfigError
 from regulator.meta.adapt import (
     INPUT_PARAMS,
-    InputProblem,
-    ReadoutProblem,
-    adapt_input,
-    adapt_readout,
     input_start,
-    metric,
-    task_loss,
 )
 from regulator.meta.algorithms import make_algorithm
 from regulator.meta.dense_init import init_from_dense, keep_converted
 from regulator.meta.model import ModelBundle
-from regulator.meta.proto import episode_logits
 from regulator.meta.rehearsal import attach_source
 from regulator.tasks.base import TaskFamily, make_family
 from regulator.tasks.file_family import FileFamily
@@ -49,74 +40,22 @@ from regulator.tasks.normalisation import Normaliser
 if TYPE_CHECKING:
     from regulator.meta.eval_tasks import Submitter
 
+from regulator.meta.episodes import joint_step, task_step
+from regulator.meta.trainer import TrainConfig, Trainer
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "build_trainer",
+    "calibrate",
+    "finalise",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_prior",
+    "train_steps",
+]
+
 log = logging.getLogger(__name__)
-
-
-class TrainConfig(BaseModel):
-    """Everything that decides a meta-training run (recorded in the model card)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    family: str = "nanosensor"
-    family_config: dict[str, Any] = Field(default_factory=dict)
-    profile: str = "loihi"
-    algorithm: str = "metasgd"
-    scope: Literal["readout", "input", "all"] = "readout"
-    hidden: tuple[int, ...] = (64,)
-    recurrent: bool = False
-    n_steps: int = Field(32, gt=0)
-    dt_s: float = Field(1e-3, gt=0, le=0.1)
-    tau_syn_inv: float = Field(200.0, gt=0)
-    encoder: str = "current"
-    encoder_config: dict[str, float] = Field(default_factory=dict)
-    normalisation: Literal["standard", "robust", "feature", "none"] = "robust"
-    episode_normalisation: bool = False
-    k_shots: tuple[int, ...] | None = None
-    refine_steps: int = Field(0, ge=0, le=10_000)
-    refine_lr: float = Field(0.1, gt=0)
-    signed_log: bool = False
-    iterations: int = Field(300, ge=0)
-    meta_batch: int = Field(8, gt=0)
-    k_shot: int = Field(5, gt=0)
-    n_query: int = Field(30, gt=0)
-    inner_steps: int = Field(5, ge=0)
-    deploy_inner_steps: int | None = Field(None, ge=0)
-    inner_lr: float = Field(0.5, gt=0)
-    input_lr: float = Field(0.05, gt=0)
-    outer_lr: float = Field(3e-3, gt=0)
-    meta_lr: float | None = Field(None, gt=0)
-    pretrain_steps: int = Field(0, ge=0)
-    pretrain_groups: int = Field(4, gt=0)
-    body_init: Literal["random", "dense"] = "random"
-    """``dense``: the first layer converted from a dense ReLU layer trained on the
-    source environments (:mod:`regulator.meta.dense_init`) before meta-training."""
-    body_init_steps: int = Field(1500, ge=0, le=100_000)
-    body_init_scale: float = Field(3.0, gt=0, le=1000)
-    body_init_groups: int = Field(32, ge=0, le=10_000)
-    body_init_units: int | None = Field(None, gt=0)
-    """Hidden neurons converted (default all); meta-training keeps them as converted."""
-    body_init_per_group: int = Field(64, gt=0, le=100_000)
-    train_body: bool = True
-    """False: meta-training learns the readout's prior only; the body stays as built."""
-    rehearsal: bool = False
-    """Ship the family's labelled source samples (file families: the file's rows) in the
-    prior, and give the readout skip synapses from the input lines: adaptation then
-    refits the readout on the shots beside them (:mod:`regulator.meta.rehearsal`)."""
-    seed: int = 0
-    checkpoint_every: int = Field(25, gt=0)
-
-
-@dataclass
-class Trainer:
-    """State of one meta-training run: the bundle under training and its optimiser."""
-
-    cfg: TrainConfig
-    family: TaskFamily
-    bundle: ModelBundle
-    optimiser: torch.optim.Optimizer
-    rng: np.random.Generator
-    iteration: int = 0
-    history: list[dict[str, Any]] | None = None
 
 
 def _fit_normaliser(cfg: TrainConfig, family: TaskFamily, rng: np.random.Generator) -> Normaliser:
@@ -222,180 +161,6 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     return Trainer(cfg, family, bundle, opt, rng, 0, [])
 
 
-def _task_step(tr: Trainer, env_seed: int, chip_seed: int) -> tuple[torch.Tensor, float]:
-    """Query loss after inner adaptation on one task (differentiable), and its metric."""
-    cfg, fam, b = tr.cfg, tr.family, tr.bundle
-    env = fam.environment_from_seed(env_seed)
-    chip = ChipInstance.create(b.profile, b.cfg, chip_seed)
-    k = int(tr.rng.choice(cfg.k_shots)) if cfg.k_shots else cfg.k_shot
-    ep = fam.episode(env, k, cfg.n_query, tr.rng)
-    if cfg.algorithm == "prototype":
-        return _proto_task_step(tr, ep, chip)
-    if cfg.scope == "input":
-        return _input_task_step(tr, ep, chip)
-    if cfg.scope == "all":
-        return _all_task_step(tr, ep, chip)
-    x = np.concatenate([ep.support_x, ep.query_x])
-    ns = len(ep.support_x)
-    inp = b.encode(x, chip.generator)
-    out = b.network(inp, chip, input_is_spikes=b.encoder.spiking)
-    assert out.last_spikes is not None
-    ys = torch.as_tensor(ep.support_y)
-    yq = torch.as_tensor(ep.query_y)
-    sup = NetOutput(
-        out.outputs[:ns], out.hidden_counts[:ns], out.telemetry, out.last_spikes[:, :ns]
-    )
-    problem = ReadoutProblem(b.network, chip, sup, ys, b.kind)
-    start = {"readout.weight": b.network.readout.weight, "readout.bias": b.network.readout.bias}
-    algo = make_algorithm(cfg.algorithm)
-    if algo.name == "reptile":
-        # Reptile: adapt on support and query together, first order; the outer step on
-        # the readout pulls its start toward the adapted point, and the body learns from
-        # the query loss at the adapted readout.
-        adapted, _ = adapt_readout(
-            algo, problem, start, tr.bundle.meta_tensors, cfg.inner_steps, False
-        )
-        q_phi = problem.phi.new_tensor(0)
-        q_out = problem.outputs(
-            {k: v.detach() for k, v in adapted.items()},
-            _query_phi(problem, out.last_spikes[:, ns:]),
-        )
-        loss = task_loss(b.kind, q_out, yq)
-        for name, param in start.items():
-            delta = (param - adapted[name]).detach()
-            param.grad = delta if param.grad is None else param.grad + delta
-        del q_phi
-    else:
-        adapted, _ = adapt_readout(
-            algo, problem, start, tr.bundle.meta_tensors, cfg.inner_steps, True
-        )
-        q_out = problem.outputs(adapted, _query_phi(problem, out.last_spikes[:, ns:]))
-        loss = task_loss(b.kind, q_out, yq)
-    return loss, metric(b.kind, q_out.detach(), yq)
-
-
-def _episode_normaliser(b: ModelBundle, support_x: np.ndarray) -> Normaliser | None:
-    """The support set's own normaliser under episodic normalisation, else None."""
-    return b.support_normaliser(support_x) if b.episode_normalisation else None
-
-
-def _proto_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tensor, float]:
-    """Query loss of the readout written from the support set's prototypes (one chip
-    forward of support and query together, differentiable in the body and the prior)."""
-    b = tr.bundle
-    norm = _episode_normaliser(b, ep.support_x)
-    x = np.concatenate([ep.support_x, ep.query_x])
-    ns = len(ep.support_x)
-    out = b.network(
-        b.encode(x, chip.generator, normaliser=norm), chip, input_is_spikes=b.encoder.spiking
-    )
-    assert out.last_spikes is not None
-    yq = torch.as_tensor(ep.query_y)
-    q_out = episode_logits(
-        b.network,
-        chip,
-        out.last_spikes[:, :ns],
-        torch.as_tensor(ep.support_y),
-        out.last_spikes[:, ns:],
-        b.meta_tensors,
-    )
-    return task_loss(b.kind, q_out, yq), metric(b.kind, q_out.detach(), yq)
-
-
-def _input_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tensor, float]:
-    """Query loss after adapting the input stage and the readout (BPTT over the support
-    forward inside; first order in the inner gradients, exact in the rates)."""
-    cfg, b = tr.cfg, tr.bundle
-    algo = make_algorithm(cfg.algorithm)
-    spiking = b.encoder.spiking
-    inp_s = b.encode(ep.support_x, chip.generator)
-    inp_q = b.encode(ep.query_x, chip.generator)
-    ys = torch.as_tensor(ep.support_y)
-    yq = torch.as_tensor(ep.query_y)
-    problem = InputProblem(b.network, chip, inp_s, ys, b.kind, spiking)
-    start = input_start(b.network)
-    start["readout.weight"] = b.network.readout.weight
-    start["readout.bias"] = b.network.readout.bias
-    adapted, _ = adapt_input(algo, problem, start, b.meta_tensors, cfg.inner_steps, True)
-    q_out = problem.outputs(adapted, inp_q)
-    return task_loss(b.kind, q_out, yq), metric(b.kind, q_out.detach(), yq)
-
-
-def _all_task_step(tr: Trainer, ep: Any, chip: ChipInstance) -> tuple[torch.Tensor, float]:
-    """Query loss after adapting every parameter: the inner loop backpropagates through
-    time over the support forward (``torch.func.grad`` over ``functional_call``); MAML
-    differentiates through the inner gradients, the others are first order in them.
-    Reptile pulls the start toward the adapted point instead."""
-    from torch.func import functional_call
-
-    cfg, b = tr.cfg, tr.bundle
-    algo = make_algorithm(cfg.algorithm)
-    net = b.network
-    spiking = b.encoder.spiking
-    inp_s = b.encode(ep.support_x, chip.generator)
-    inp_q = b.encode(ep.query_x, chip.generator)
-    ys = torch.as_tensor(ep.support_y)
-    yq = torch.as_tensor(ep.query_y)
-
-    def loss_on(
-        params: dict[str, torch.Tensor], inp: torch.Tensor, y: torch.Tensor
-    ) -> torch.Tensor:
-        out = functional_call(net, params, (inp, chip), {"input_is_spikes": spiking})
-        return task_loss(b.kind, out.outputs, y)
-
-    start: dict[str, torch.Tensor] = dict(net.named_parameters())
-    if algo.name == "reptile":
-        both = torch.cat([inp_s, inp_q], dim=1)
-        y_both = torch.cat([ys, yq])
-        detached = {k: v.detach() for k, v in start.items()}
-        adapted = algo.adapt(
-            detached, lambda p: loss_on(p, both, y_both), b.meta_tensors, cfg.inner_steps
-        )
-        for name, param in start.items():
-            delta = (param - adapted[name]).detach()
-            param.grad = delta if param.grad is None else param.grad + delta
-        with torch.no_grad():
-            q_out = functional_call(net, adapted, (inp_q, chip), {"input_is_spikes": spiking})
-        return task_loss(b.kind, q_out.outputs, yq).detach().requires_grad_(), metric(
-            b.kind, q_out.outputs, yq
-        )
-    adapted = algo.adapt(
-        start, lambda p: loss_on(p, inp_s, ys), b.meta_tensors, cfg.inner_steps, create_graph=True
-    )
-    q = functional_call(net, adapted, (inp_q, chip), {"input_is_spikes": spiking})
-    return task_loss(b.kind, q.outputs, yq), metric(b.kind, q.outputs.detach(), yq)
-
-
-def _joint_step(tr: Trainer) -> tuple[float, float, list[int]]:
-    """One plain supervised step on samples pooled from several training environments
-    (the body's pretraining before meta-training)."""
-    cfg, fam, b = tr.cfg, tr.family, tr.bundle
-    groups = cfg.pretrain_groups
-    per = max(1, (cfg.meta_batch * (cfg.k_shot * fam.n_outputs + cfg.n_query)) // groups)
-    losses, metrics, seeds = [], [], []
-    for _ in range(groups):
-        env_seed = int(tr.rng.integers(0, 2**31 - 1))
-        seeds.append(env_seed)
-        chip = ChipInstance.create(b.profile, b.cfg, int(tr.rng.integers(0, 2**31 - 1)))
-        x, y = fam.sample(fam.environment_from_seed(env_seed), per, tr.rng)
-        norm = _episode_normaliser(b, x)
-        out = b.network(
-            b.encode(x, chip.generator, normaliser=norm), chip, input_is_spikes=b.encoder.spiking
-        )
-        yt = torch.as_tensor(y)
-        loss = task_loss(b.kind, out.outputs, yt)
-        (loss / groups).backward()
-        losses.append(float(loss.detach()))
-        metrics.append(metric(b.kind, out.outputs.detach(), yt))
-    return float(np.mean(losses)), float(np.mean(metrics)), seeds
-
-
-def _query_phi(problem: ReadoutProblem, spikes: torch.Tensor) -> torch.Tensor:
-    from regulator.meta.readout import readout_features
-
-    return readout_features(spikes, problem.kernel)
-
-
 def train_steps(
     tr: Trainer,
     n: int,
@@ -412,7 +177,7 @@ def train_steps(
         env_seeds: list[int] = []
         pretrain = tr.iteration < tr.cfg.pretrain_steps
         if pretrain:
-            loss_j, m_j, env_seeds = _joint_step(tr)
+            loss_j, m_j, env_seeds = joint_step(tr)
             losses.append(loss_j)
             metrics.append(m_j)
         elif executor is not None:
@@ -423,7 +188,7 @@ def train_steps(
             env_seed = int(tr.rng.integers(0, 2**31 - 1))
             env_seeds.append(env_seed)
             chip_seed = int(tr.rng.integers(0, 2**31 - 1))
-            loss, m = _task_step(tr, env_seed, chip_seed)
+            loss, m = task_step(tr, env_seed, chip_seed)
             (loss / tr.cfg.meta_batch).backward()
             losses.append(float(loss.detach()))
             metrics.append(m)

@@ -4,7 +4,7 @@ an independent job, summed in task order on the driver.
 The driver draws three seeds per task from the run's generator (environment, chip
 instance, episode draw) and ships them with the current weights; a worker rebuilds the
 run's :class:`~regulator.meta.train.Trainer` once per configuration, loads the weights,
-runs :func:`~regulator.meta.train._task_step` on its own generator seeded by the episode
+runs :func:`~regulator.meta.episodes.task_step` on its own generator seeded by the episode
 seed, and returns the gradient of ``loss / meta_batch``. Every executor (inline, worker
 process, Ray) therefore computes the same gradients for the same seed, up to float
 summation order, and the driver alone owns the optimiser, the history and the
@@ -79,7 +79,7 @@ def _worker_trainer(config_json: str) -> Trainer:
 
 def task_gradient(job: TaskJob) -> TaskGradient:
     """Runs on a worker: the task's query gradient at the shipped weights."""
-    from regulator.meta.train import _task_step
+    from regulator.meta.episodes import task_step
 
     tr = _worker_trainer(job.config_json)
     with _lock:  # one task at a time per process (inline and thread executors share it)
@@ -93,7 +93,7 @@ def task_gradient(job: TaskJob) -> TaskGradient:
         tr.rng = np.random.default_rng(job.episode_seed)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-            loss, m = _task_step(tr, job.env_seed, job.chip_seed)
+            loss, m = task_step(tr, job.env_seed, job.chip_seed)
             (loss / tr.cfg.meta_batch).backward()
         grads = {k: p.grad.detach().clone() for k, p in named.items() if p.grad is not None}
         return TaskGradient(grads, float(loss.detach()), float(m))
