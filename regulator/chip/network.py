@@ -16,8 +16,7 @@ per physical chip (seeded).
 from __future__ import annotations
 
 import itertools
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from norse.torch.functional.threshold import threshold as norse_threshold
@@ -25,11 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from regulator.chip.dynamics import LIFParams, li_kernel, li_mean, lif_sequence_
-from regulator.chip.profiles import ChipProfile, load_profile
+from regulator.chip.events import EventTally, currents_normal, dense_macs, read_noise
+from regulator.chip.instance import ChipInstance
 from regulator.chip.programmed import ProgrammedWeights
 from regulator.chip.quant import quantise_state, quantise_weight, weight_levels, weight_step
 from regulator.chip.telemetry import Telemetry
 from regulator.errors import InputError
+
+__all__ = ["ChipInstance", "NetOutput", "NetworkConfig", "SpikingNetwork"]
 
 
 class NetworkConfig(BaseModel):
@@ -74,85 +76,6 @@ class NetOutput:
     hidden_counts: torch.Tensor
     telemetry: Telemetry
     last_spikes: torch.Tensor | None = None  # [T, B, hidden[-1]], input of the readout
-
-
-def _weight_names(cfg: NetworkConfig) -> list[str]:
-    names = [f"layers.{i}.weight" for i in range(len(cfg.hidden))]
-    if cfg.recurrent:
-        names += [f"recurrent.{i}" for i in range(len(cfg.hidden))]
-    names.append("readout.weight")
-    if cfg.readout_skip:
-        names.append("readout_skip.weight")
-    return names
-
-
-@dataclass
-class ChipInstance:
-    """One physical chip: the profile plus what is fixed when the chip is made.
-
-    The same profile and seed give the same chip (same mismatch, same stuck devices,
-    same drift exponents). ``age_s`` is the time since the weights were last
-    programmed, which drives conductance drift. ``generator`` draws the per-read noise.
-    """
-
-    profile: ChipProfile
-    seed: int
-    weight_gain: dict[str, torch.Tensor]
-    stuck_zero: dict[str, torch.Tensor]
-    stuck_max: dict[str, torch.Tensor]
-    drift_nu: dict[str, torch.Tensor]
-    threshold_scale: list[torch.Tensor]
-    generator: torch.Generator = field(repr=False)
-    age_s: float = 0.0
-
-    @classmethod
-    def create(cls, profile: ChipProfile | str, cfg: NetworkConfig, seed: int = 0) -> ChipInstance:
-        """Sample a chip of ``profile`` for a network of shape ``cfg``."""
-        prof = load_profile(profile)
-        g = torch.Generator().manual_seed(int(seed))
-        shapes = _weight_shapes(cfg)
-        gain, zero, high, nu = {}, {}, {}, {}
-
-        def draw(name: str, shape: tuple[int, int]) -> None:
-            gain[name] = torch.exp(torch.randn(shape, generator=g) * prof.mismatch_weight_sigma)
-            u = torch.rand(shape, generator=g)
-            zero[name] = u < prof.stuck_at_zero_fraction
-            high[name] = (u >= prof.stuck_at_zero_fraction) & (
-                u < prof.stuck_at_zero_fraction + prof.stuck_at_max_fraction
-            )
-            nu[name] = prof.drift_nu * torch.exp(0.2 * torch.randn(shape, generator=g))
-
-        skip = shapes.pop("readout_skip.weight", None)
-        for name, shape in shapes.items():
-            draw(name, shape)
-        th = [1.0 + prof.mismatch_threshold_sigma * torch.randn(n, generator=g) for n in cfg.hidden]
-        if skip is not None:  # drawn last: the rest of the chip is as without it
-            draw("readout_skip.weight", skip)
-        noise_gen = torch.Generator().manual_seed(int(seed) + 1_000_003)
-        return cls(prof, int(seed), gain, zero, high, nu, th, noise_gen)
-
-    def advance(self, seconds: float) -> None:
-        """Let ``seconds`` of wall time pass on the chip (conductances drift)."""
-        self.age_s += float(seconds)
-
-    def reprogram(self) -> None:
-        """Weights were just written: drift starts again from zero."""
-        self.age_s = 0.0
-
-
-def _weight_shapes(cfg: NetworkConfig) -> dict[str, tuple[int, int]]:
-    shapes: dict[str, tuple[int, int]] = {}
-    n_prev = cfg.n_inputs
-    for i, n in enumerate(cfg.hidden):
-        shapes[f"layers.{i}.weight"] = (n, n_prev)
-        n_prev = n
-    if cfg.recurrent:
-        for i, n in enumerate(cfg.hidden):
-            shapes[f"recurrent.{i}"] = (n, n)
-    shapes["readout.weight"] = (cfg.n_outputs, n_prev)
-    if cfg.readout_skip:
-        shapes["readout_skip.weight"] = (cfg.n_outputs, cfg.n_inputs)
-    return shapes
 
 
 class SpikingNetwork(nn.Module):
@@ -210,7 +133,7 @@ class SpikingNetwork(nn.Module):
     ) -> torch.Tensor:
         if chip is None:
             return w
-        return _read_noise(self._programmed(name, w, chip, ste), chip)
+        return read_noise(self._programmed(name, w, chip, ste), chip)
 
     def _programmed(
         self, name: str, w: torch.Tensor, chip: ChipInstance, ste: bool
@@ -304,7 +227,7 @@ class SpikingNetwork(nn.Module):
         sigma_v = profile.noise_membrane_sigma if profile is not None else 0.0
         generator = chip.generator if chip is not None else None
         weights = self._chip_weights(chip)
-        tally = _Tally()
+        tally = EventTally()
         s = x
         spiking_in = input_is_spikes
         binary_in = False
@@ -324,7 +247,7 @@ class SpikingNetwork(nn.Module):
             normal = (
                 params.state_bits is not None
                 and w_rec is None
-                and _currents_normal(s, binary_in, w, self._linear(li).bias)
+                and currents_normal(s, binary_in, w, self._linear(li).bias)
             )
             s, _ = lif_sequence_(cur, params, w_rec, sigma_v, generator, normal)
             spiking_in = binary_in = True
@@ -348,7 +271,7 @@ class SpikingNetwork(nn.Module):
         if chip is None:
             return ws
         return {
-            n: _read_noise(self._cache.get(n, w, chip, self._program), chip) for n, w in ws.items()
+            n: read_noise(self._cache.get(n, w, chip, self._program), chip) for n, w in ws.items()
         }
 
     def _program(self, name: str, w: torch.Tensor, chip: ChipInstance) -> torch.Tensor:
@@ -375,7 +298,7 @@ class SpikingNetwork(nn.Module):
         state_range = profile.state_range if profile is not None else 1.0
 
         weights = {n: self._effective(n, w, chip, grad) for n, w in self._weights().items()}
-        tally = _Tally()
+        tally = EventTally()
         s = x
         spiking_in = input_is_spikes
         for li in range(len(self.layers)):
@@ -430,13 +353,13 @@ class SpikingNetwork(nn.Module):
         return NetOutput(outputs, tally.counts(), self._telemetry(x, weights, tally), s)
 
     def _telemetry(
-        self, x: torch.Tensor, weights: dict[str, torch.Tensor], tally: _Tally
+        self, x: torch.Tensor, weights: dict[str, torch.Tensor], tally: EventTally
     ) -> Telemetry:
         cfg = self.cfg
         t_steps, batch = x.shape[0], x.shape[1]
         neurons = tuple(int(n) for n in cfg.hidden)
         total_neurons = sum(neurons) + cfg.n_outputs
-        macs = _dense_macs(x, weights, cfg) * batch
+        macs = dense_macs(x, weights, cfg) * batch
         return Telemetry(
             batch_size=batch,
             n_steps=t_steps,
@@ -450,120 +373,3 @@ class SpikingNetwork(nn.Module):
             dense_macs=float(macs),
             extra={"synaptic_events_dropped": tally.dropped},
         )
-
-
-def _read_noise(w: torch.Tensor, chip: ChipInstance) -> torch.Tensor:
-    """``w`` plus this read's weight noise (a fresh draw from the chip's generator)."""
-    p = chip.profile
-    if p.noise_weight_sigma <= 0:
-        return w
-    top = w.detach().abs().max()
-    noise = torch.randn(w.shape, generator=chip.generator) * (p.noise_weight_sigma * top)
-    return w + noise
-
-
-class _Tally:
-    """Event counts of one forward, accumulated layer by layer (no gradient)."""
-
-    def __init__(self) -> None:
-        self.syn_ops = 0.0
-        self.dropped = 0.0
-        self.active = 0.0
-        self.spikes_per_layer: list[float] = []
-        self._counts: list[torch.Tensor] = []
-
-    def synaptic_input(
-        self,
-        s: torch.Tensor,
-        w: torch.Tensor,
-        bias: torch.Tensor | None,
-        spiking: bool,
-        p_fail: float,
-        chip: ChipInstance | None,
-        binary: bool = False,
-        count_active: bool = True,
-    ) -> torch.Tensor:
-        """Input currents ``[T, B, n_out]`` for inputs ``s``, its events counted.
-
-        Events are counted as non-zero inputs times the non-zero fan-out. With a
-        transmission failure probability, each (step, synapse) event is lost independently
-        (the same draw is shared by the samples of a batch in that step). ``binary``: ``s``
-        holds only 0 and 1 (hidden spikes), so it counts its own non-zero entries.
-        """
-        with torch.no_grad():
-            nz = (w != 0).to(s.dtype)
-            active_in = (s if binary else (s != 0).to(s.dtype)).sum(1)  # [T, n_in]
-            attempted = float((active_in @ nz.sum(0)).sum())
-        if spiking and p_fail > 0 and chip is not None:
-            keep = (torch.rand((s.shape[0], *w.shape), generator=chip.generator) >= p_fail).to(
-                s.dtype
-            )
-            cur = torch.einsum("tbj,tij->tbi", s, w * keep)
-            with torch.no_grad():
-                delivered = float((active_in * (keep * nz).sum(1)).sum())
-            dropped = attempted - delivered
-        else:
-            cur = torch.matmul(s, w.t())
-            dropped = 0.0
-        if bias is not None:
-            # In place without autograd: one [T, B, n_out] buffer instead of two.
-            cur = cur.add_(bias) if not torch.is_grad_enabled() else cur + bias
-        self.syn_ops += attempted - dropped
-        self.dropped += dropped
-        if count_active:  # (False for a second input to neurons already counted)
-            with torch.no_grad():
-                self.active += float(torch.count_nonzero(cur))
-        return cur
-
-    def layer_spikes(self, s: torch.Tensor, w_rec: torch.Tensor | None) -> None:
-        """Spikes ``[T, B, n]`` of a hidden layer, and its recurrent events."""
-        with torch.no_grad():
-            c = s.sum(0)
-            self._counts.append(c)
-            self.spikes_per_layer.append(float(c.sum()))
-            if w_rec is not None:
-                fan = (w_rec != 0).sum(0).to(s.dtype)
-                self.syn_ops += float((s[:-1].sum((0, 1)) * fan).sum())
-
-    def counts(self) -> torch.Tensor:
-        """Spikes per hidden neuron per sample ``[B, sum(hidden)]``."""
-        return torch.cat(self._counts, dim=1).detach()
-
-
-def _smallest_nonzero(x: torch.Tensor) -> float:
-    """Smallest non-zero ``|x|`` (infinity when there is none)."""
-    if x.numel() == 0:
-        return math.inf
-    a = x.detach().abs()
-    return float(a.masked_fill_(a == 0, math.inf).amin())
-
-
-def _currents_normal(
-    s: torch.Tensor, binary: bool, w: torch.Tensor, bias: torch.Tensor | None
-) -> bool:
-    """Whether no non-zero input current ``s @ w.T + bias`` can be smaller than
-    ``dynamics.CURRENT_FLOOR``: every product of floats ``x`` and ``w`` is a multiple of
-    about ``|x| |w| 2**-48``, so sums of them (and of the bias) are zero or at least
-    that; ``2**-50`` for the smallest ``|x| |w|`` and ``2**-70`` for the bias keep them
-    above ``2**-100``."""
-    smallest_in = 1.0 if binary else _smallest_nonzero(s)
-    if smallest_in * _smallest_nonzero(w) < 2.0**-50:
-        return False
-    return bias is None or _smallest_nonzero(bias) >= 2.0**-70
-
-
-def _dense_macs(x: torch.Tensor, weights: dict[str, torch.Tensor], cfg: NetworkConfig) -> int:
-    """MACs per sample of the like-for-like dense ANN: an MLP of the same widths that sees
-    every distinct input the chip was given (a static or held input once, a time series
-    at each of its steps) and runs each recurrent layer once per input point."""
-    with torch.no_grad():
-        nz = x.abs().sum((1, 2)) > 0
-        changed = torch.ones_like(nz)
-        changed[1:] = (x[1:] != x[:-1]).any(dim=2).any(dim=1)
-        points = max(int((nz & changed).sum()), 1)
-    macs = 0
-    for name, w in weights.items():
-        per = w.numel()
-        sees_input = name.startswith(("layers.0.", "recurrent.", "readout_skip."))
-        macs += per * points if sees_input else per
-    return macs
