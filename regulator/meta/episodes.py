@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from regulator.chip.network import ChipInstance, NetOutput
-from regulator.meta.adapt import (
+from regulator.meta.algorithms import make_algorithm
+from regulator.meta.inner import (
     InputProblem,
     ReadoutProblem,
     adapt_input,
@@ -20,7 +21,6 @@ from regulator.meta.adapt import (
     metric,
     task_loss,
 )
-from regulator.meta.algorithms import make_algorithm
 from regulator.meta.model import ModelBundle
 from regulator.meta.proto import episode_logits
 from regulator.meta.trainer import Trainer

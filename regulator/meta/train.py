@@ -25,12 +25,12 @@ from regulator.chip.encoders import make_encoder
 from regulator.chip.network import ChipInstance, NetworkConfig, SpikingNetwork
 from regulator.chip.profiles import load_profile
 from regulator.errors import ConfigError
-from regulator.meta.adapt import (
+from regulator.meta.algorithms import make_algorithm
+from regulator.meta.dense_init import init_from_dense, keep_converted
+from regulator.meta.inner import (
     INPUT_PARAMS,
     input_start,
 )
-from regulator.meta.algorithms import make_algorithm
-from regulator.meta.dense_init import init_from_dense, keep_converted
 from regulator.meta.model import ModelBundle
 from regulator.meta.rehearsal import attach_source
 from regulator.tasks.base import TaskFamily, make_family
