@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from regulator.monitor import CalibratedScorer, MahalanobisScorer, make_detector  # noqa: E402
-from regulator.monitor.detect import _calibrate_threshold  # noqa: E402
+from regulator.monitor.threshold import calibrate_threshold  # noqa: E402
 
 ARL0 = 2000.0  # configured mean samples between false alarms: 5 per 10,000
 N_PRE = 2000
@@ -174,7 +174,7 @@ def synthetic_condition(m: float, gradual: bool, rng: np.random.Generator, d: in
         return rng.normal(size=(n, d)) + np.asarray(w).reshape(-1, 1) * mu1
 
     w_post = np.clip((np.arange(N_POST) + 1) / RAMP, 0, 1) if gradual else 1.0
-    h_or = _calibrate_threshold(("normal", float(m)), ARL0)
+    h_or = calibrate_threshold(("normal", float(m)), ARL0)
 
     def replicate() -> tuple[np.ndarray, np.ndarray, int]:
         x = np.vstack([draw(N_PRE, 0.0), draw(N_POST, w_post)])
