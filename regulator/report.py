@@ -41,155 +41,16 @@ A ``snapshot`` event is ``{"kind": "snapshot", "fields": {"t_s", "accuracy",
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regulator.errors import DataFormatError, InputError
+from regulator.report_data import OUTCOME_COLOURS, Run, load_run, number, series
 
 __all__ = ["Run", "load_run", "write_report"]
 
-OUTCOME_COLOURS = {
-    "accepted": "tab:green",
-    "rejected": "tab:orange",
-    "skipped": "tab:orange",
-    "failed": "tab:red",
-}
 DPI = 100
 SIZE = (9.0, 4.0)
-
-
-@dataclass
-class Run:
-    """What a report is drawn from, whatever the input was."""
-
-    source: str  # "events" or "replay"
-    time_label: str
-    snapshots: list[dict[str, Any]] = field(default_factory=list)  # each with "t"
-    recalibrations: list[dict[str, Any]] = field(default_factory=list)  # each with "t"
-    detections: list[dict[str, Any]] = field(default_factory=list)  # each with "t"
-    marks: list[tuple[float, str]] = field(default_factory=list)  # (t, kind): rollback...
-    segments: list[dict[str, Any]] = field(default_factory=list)  # replay only
-    energy_totals: dict[str, float] = field(default_factory=dict)
-
-
-# --- reading -------------------------------------------------------------------------------
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
-
-
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    bad = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            bad += 1  # a line torn by a crash; the event log drops those too
-            continue
-        if isinstance(rec, dict) and "kind" in rec and _num(rec.get("ts")) is not None:
-            events.append(rec)
-        else:
-            bad += 1
-    if not events:
-        raise DataFormatError(f"{path}: no events ({bad} unreadable lines)")
-    return events
-
-
-def _from_events(events: list[dict[str, Any]], *, time_key: str | None = None) -> Run:
-    """A run from event-log records. ``time_key`` None: the ``ts`` of each event, from the
-    first; else that field (``t_s``, simulated seconds in a replay) where present."""
-    t0 = min(float(e["ts"]) for e in events)
-    run = Run("events", "seconds since the first event")
-
-    def when(e: dict[str, Any]) -> float:
-        if time_key is not None:
-            t = _num(e.get("fields", {}).get(time_key))
-            if t is not None:
-                return t
-        return float(e["ts"]) - t0
-
-    for e in sorted(events, key=lambda e: float(e["ts"])):
-        kind, f = e.get("kind"), e.get("fields") or {}
-        if not isinstance(f, dict):
-            continue
-        t = when(e)
-        if kind == "snapshot":
-            run.snapshots.append({**f, "t": t})
-        elif kind == "recalibration":
-            run.recalibrations.append({**f, "t": t})
-        elif kind == "detection":
-            run.detections.append({**f, "t": t})
-        elif kind in ("rollback", "reload", "alert", "low_power", "startup", "shutdown"):
-            run.marks.append((t, str(kind)))
-    return run
-
-
-def _from_replay(report: dict[str, Any]) -> Run:
-    events = [e for e in report.get("events") or [] if isinstance(e, dict) and "ts" in e]
-    run = _from_events(events, time_key="t_s") if events else Run("replay", "")
-    run.source = "replay"
-    run.time_label = "simulated seconds"
-    # The report's recalibrations are authoritative (simulated t_s); its detections are
-    # the events' without the detector statistic, so the events' are used when present.
-    if report.get("recalibrations") is not None:
-        run.recalibrations = [
-            {**r, "t": _num(r.get("t_s")) or 0.0}
-            for r in report["recalibrations"]
-            if isinstance(r, dict)
-        ]
-    if report.get("detections") and not run.detections:  # events carry the statistic too
-        run.detections = [
-            {**d, "t": _num(d.get("t_s")) or 0.0}
-            for d in report["detections"]
-            if isinstance(d, dict)
-        ]
-    samples, sim_s = _num(report.get("samples")), _num(report.get("simulated_seconds"))
-    rate = samples / sim_s if samples and sim_s else None
-    for seg in report.get("segments") or []:
-        if not isinstance(seg, dict):
-            continue
-        first, n = _num(seg.get("first_sample")) or 0.0, _num(seg.get("samples")) or 0.0
-        start, end = (first / rate, (first + n) / rate) if rate else (first, first + n)
-        run.segments.append({**seg, "start": start, "end": end})
-    if not rate and run.segments:
-        run.time_label = "samples"
-    energy = report.get("energy_j") or {}
-    if isinstance(energy, dict):
-        run.energy_totals = {k: v for k, v in energy.items() if _num(v) is not None}
-    return run
-
-
-def load_run(path: Path) -> Run:
-    """Read an ``events.jsonl`` or a replay report JSON into a :class:`Run`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err.strerror or err}") from None
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
-        try:
-            whole = json.loads(text)
-        except ValueError:
-            whole = None  # several lines: an event log
-        if isinstance(whole, dict) and ("segments" in whole or "recalibrations" in whole):
-            return _from_replay(whole)
-        if isinstance(whole, dict) and "kind" in whole:
-            return _from_events([whole])
-        if whole is not None:
-            raise DataFormatError(f"{path}: neither an event log nor a replay report")
-    return _from_events(_read_events(path))
 
 
 # --- drawing -------------------------------------------------------------------------------
@@ -236,16 +97,6 @@ def _si_axis(ax: Any, unit: str) -> None:
     ax.set_ylim(bottom=0)
 
 
-def _series(snaps: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    ts, vs = [], []
-    for s in snaps:
-        v = _num(s.get(key))
-        if v is not None:
-            ts.append(s["t"])
-            vs.append(v)
-    return ts, vs
-
-
 def _plot_timeline(run: Run, path: Path) -> Path:
     fig, (ax,) = _figure()
     rows = {"detection": 0}
@@ -290,14 +141,14 @@ def _plot_timeline(run: Run, path: Path) -> Path:
 
 def _plot_accuracy(run: Run, path: Path) -> Path | None:
     fig, (ax,) = _figure()
-    ts, acc = _series(run.snapshots, "accuracy")
+    ts, acc = series(run.snapshots, "accuracy")
     drew = False
     if ts:
         ax.plot(ts, acc, color="tab:blue", label="accuracy (recent labels)")
         drew = True
-    elif run.segments and any(_num(s.get("accuracy")) is not None for s in run.segments):
+    elif run.segments and any(number(s.get("accuracy")) is not None for s in run.segments):
         for i, seg in enumerate(run.segments):
-            a = _num(seg.get("accuracy"))
+            a = number(seg.get("accuracy"))
             if a is not None:
                 ax.hlines(
                     a,
@@ -318,8 +169,8 @@ def _plot_accuracy(run: Run, path: Path) -> Path | None:
         drew = True
     if not ts:
         pts = [(r["t"], r.get("evaluation") or {}) for r in run.recalibrations]
-        serving = [(t, _num(e.get("serving"))) for t, e in pts]
-        cand = [(t, _num(e.get("candidate"))) for t, e in pts]
+        serving = [(t, number(e.get("serving"))) for t, e in pts]
+        cand = [(t, number(e.get("candidate"))) for t, e in pts]
         serving = [(t, v) for t, v in serving if v is not None]
         cand = [(t, v) for t, v in cand if v is not None]
         if serving:
@@ -349,11 +200,11 @@ def _plot_accuracy(run: Run, path: Path) -> Path | None:
 
 
 def _plot_ood(run: Run, path: Path) -> Path | None:
-    ts, pv = _series(run.snapshots, "ood_p_value")
+    ts, pv = series(run.snapshots, "ood_p_value")
     if ts:
         fig, (ax,) = _figure()
         ax.plot(ts, pv, color="tab:blue", label="OOD p-value")
-        tt, thr = _series(run.snapshots, "ood_threshold")
+        tt, thr = series(run.snapshots, "ood_threshold")
         if tt:
             ax.step(tt, thr, where="post", color="tab:red", label="threshold")
         ax.set_yscale("log")
@@ -362,7 +213,7 @@ def _plot_ood(run: Run, path: Path) -> Path | None:
             ax.axvline(d["t"], color="tab:purple", linewidth=0.8, alpha=0.6)
         _recal_lines(ax, run)
         return _save(fig, [ax], path, "OOD score against its threshold", run.time_label)
-    stats = [(d["t"], _num(d.get("statistic"))) for d in run.detections]
+    stats = [(d["t"], number(d.get("statistic"))) for d in run.detections]
     stats = [(t, v) for t, v in stats if v is not None]
     if not stats:
         return None
@@ -374,9 +225,9 @@ def _plot_ood(run: Run, path: Path) -> Path | None:
 
 
 def _plot_energy(run: Run, path: Path) -> Path | None:
-    ti, ei = _series(run.snapshots, "energy_inference_j")
-    tl, el = _series(run.snapshots, "energy_learning_j")
-    tp, pw = _series(run.snapshots, "power_w")
+    ti, ei = series(run.snapshots, "energy_inference_j")
+    tl, el = series(run.snapshots, "energy_learning_j")
+    tp, pw = series(run.snapshots, "power_w")
     if ti or tl:
         fig, axes = _figure(2 if tp else 1)
         ax = axes[0]
@@ -394,16 +245,16 @@ def _plot_energy(run: Run, path: Path) -> Path | None:
             _recal_lines(axes[1], run, label=False)
         return _save(fig, axes, path, "Energy: inference vs learning", run.time_label)
     learning = [
-        (r["t"], _num((r.get("cost") or {}).get("learning_energy_j"))) for r in run.recalibrations
+        (r["t"], number((r.get("cost") or {}).get("learning_energy_j"))) for r in run.recalibrations
     ]
     learned = [(t, v) for t, v in learning if v is not None]
     if run.segments:
         fig, (ax,) = _figure()
         names = [Path(str(s.get("file", i))).stem for i, s in enumerate(run.segments)]
-        inf = [_num(s.get("inference_energy_j")) or 0.0 for s in run.segments]
+        inf = [number(s.get("inference_energy_j")) or 0.0 for s in run.segments]
         lrn = [
             sum(
-                _num((r.get("cost") or {}).get("learning_energy_j")) or 0.0
+                number((r.get("cost") or {}).get("learning_energy_j")) or 0.0
                 for r in s.get("recalibrations") or []
             )
             for s in run.segments
@@ -451,7 +302,7 @@ def _plot_density(run: Run, path: Path) -> Path | None:
         if not isinstance(dens, dict):
             continue
         for layer, v in dens.items():
-            val = _num(v)
+            val = number(v)
             if val is not None:
                 ts, vs = layers.setdefault(str(layer), ([], []))
                 ts.append(s["t"])

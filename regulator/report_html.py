@@ -1,6 +1,6 @@
 """``regulator report --html``: one self-contained HTML page with interactive plots.
 
-Drawn from the same input as the PNG report (:func:`regulator.report.load_run`: a state
+Drawn from the same input as the PNG report (:func:`regulator.report_data.load_run`: a state
 directory's ``events.jsonl`` or a replay report). Plotly's JavaScript is embedded once,
 so the page opens offline, from a mail attachment or a ticket (about 5 MB). Plots, each
 only when the input has something for it:
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from regulator import atomic
-from regulator.report import OUTCOME_COLOURS, Run, _num, _series, load_run
+from regulator.report_data import OUTCOME_COLOURS, Run, load_run, number, series
 
 __all__ = ["PLOTS", "write_html_report"]
 
@@ -95,11 +95,11 @@ def _line(x: list[float], y: list[float], name: str, **kw: Any) -> dict[str, Any
 
 
 def _accuracy(run: Run) -> dict[str, Any] | None:
-    ts, acc = _series(run.snapshots, "accuracy")
+    ts, acc = series(run.snapshots, "accuracy")
     if ts:
         data = [_line(ts, acc, "accuracy (recent labels)", line={"color": "#1f77b4"})]
         return {"data": data, "layout": _layout("Accuracy", run, _unit_axis())}
-    segs = [(s, _num(s.get("accuracy"))) for s in run.segments]
+    segs = [(s, number(s.get("accuracy"))) for s in run.segments]
     segs = [(s, a) for s, a in segs if a is not None]
     if not segs:
         return None
@@ -115,11 +115,11 @@ def _unit_axis() -> dict[str, Any]:
 
 
 def _ood(run: Run) -> dict[str, Any] | None:
-    ts, pv = _series(run.snapshots, "ood_p_value")
+    ts, pv = series(run.snapshots, "ood_p_value")
     if not ts:
         return None
     data = [_line(ts, pv, "OOD p-value (EWMA)", line={"color": "#1f77b4"})]
-    tt, thr = _series(run.snapshots, "ood_threshold")
+    tt, thr = series(run.snapshots, "ood_threshold")
     if tt:
         data.append(_line(tt, thr, "threshold", line={"color": "#d62728", "shape": "hv"}))
     y = {"title": {"text": "p-value (low: out of distribution)"}, "type": "log"}
@@ -127,14 +127,14 @@ def _ood(run: Run) -> dict[str, Any] | None:
 
 
 def _detector(run: Run) -> dict[str, Any] | None:
-    ts, st = _series(run.snapshots, "drift_statistic")
+    ts, st = series(run.snapshots, "drift_statistic")
     if ts:
         data = [_line(ts, st, "detector statistic", line={"color": "#9467bd"})]
-        tt, thr = _series(run.snapshots, "drift_threshold")
+        tt, thr = series(run.snapshots, "drift_threshold")
         if tt:
             data.append(_line(tt, thr, "alarm threshold", line={"color": "#d62728"}))
     else:
-        pts = [(d["t"], _num(d.get("statistic"))) for d in run.detections]
+        pts = [(d["t"], number(d.get("statistic"))) for d in run.detections]
         pts = [(t, v) for t, v in pts if v is not None]
         if not pts:
             return None
@@ -192,9 +192,9 @@ def _points(
 
 
 def _energy(run: Run) -> dict[str, Any] | None:
-    ti, ei = _series(run.snapshots, "energy_inference_j")
-    tl, el = _series(run.snapshots, "energy_learning_j")
-    tp, pw = _series(run.snapshots, "power_w")
+    ti, ei = series(run.snapshots, "energy_inference_j")
+    tl, el = series(run.snapshots, "energy_learning_j")
+    tp, pw = series(run.snapshots, "power_w")
     if not (ti or tl or tp):
         return None
     data = []
@@ -222,7 +222,7 @@ def _drift(run: Run) -> dict[str, Any] | None:
     data: list[dict[str, Any]] = []
     for k, d in enumerate(explained):
         ex = d["explanation"]
-        chans = [c for c in ex.get("channels") or [] if _num(c.get("ood_share")) is not None]
+        chans = [c for c in ex.get("channels") or [] if number(c.get("ood_share")) is not None]
         chans.sort(key=lambda c: int(str(c.get("name")).split("-")[0]))  # input order
         label = f"detection at {d['t']:.4g}"
         data.append(
