@@ -298,7 +298,7 @@ def calibrate(
     is the density baseline.
     """
     from regulator.meta.model import ChipModel
-    from regulator.monitor.ood import CalibratedScorer
+    from regulator.monitor.conformal import CalibratedScorer
 
     # Shuffle first: the fit and calibration halves must be exchangeable with each other
     # and with what is served, and callers may pass samples ordered by class or time.

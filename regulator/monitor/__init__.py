@@ -3,6 +3,7 @@ accuracy from delayed labels. Pure numpy; no threads, I/O or metrics (DESIGN.md 
 
 from regulator.monitor.accuracy import AccuracyMonitor
 from regulator.monitor.base import Monitor
+from regulator.monitor.conformal import CalibratedScorer, ConformalCalibrator
 from regulator.monitor.density import SpikeDensityMonitor
 from regulator.monitor.detect import (
     DETECTORS,
@@ -16,8 +17,6 @@ from regulator.monitor.detect import (
 from regulator.monitor.energy import EnergyMonitor
 from regulator.monitor.ood import (
     SCORERS,
-    CalibratedScorer,
-    ConformalCalibrator,
     EnergyScorer,
     MahalanobisScorer,
     MaxSoftmaxScorer,

@@ -11,8 +11,8 @@ from numpy.typing import ArrayLike
 
 from regulator.errors import ConfigError
 from regulator.monitor.base import Monitor, check_float
+from regulator.monitor.conformal import CalibratedScorer
 from regulator.monitor.detect import ChangeDetector, make_detector
-from regulator.monitor.ood import CalibratedScorer
 
 
 def _ewma(prev: float | None, x: np.ndarray, a: float) -> float | None:
@@ -43,7 +43,7 @@ def _ewma_weights(a: float, n: int) -> np.ndarray:
 class OODMonitor(Monitor):
     """Scores each sample, converts to conformal p-values, and feeds a change detector.
 
-    ``model`` is a fitted :class:`~regulator.monitor.ood.CalibratedScorer` or its
+    ``model`` is a fitted :class:`~regulator.monitor.conformal.CalibratedScorer` or its
     ``to_dict()``; ``detector`` names a plug-in of :func:`~regulator.monitor.detect.
     make_detector` configured by ``detector_config`` (for example
     ``{"mean_samples_between_false_alarms": 10000}``).

@@ -87,7 +87,7 @@ def _ood_check(
 ) -> tuple[bool, str]:
     """Without held-out labels: accept only if recent inputs look more in-distribution to
     the candidate than to the serving model (mean p-value, serving's calibration)."""
-    from regulator.monitor.ood import CalibratedScorer
+    from regulator.monitor.conformal import CalibratedScorer
 
     if len(recent) < MIN_RECENT:
         return False, "no held-out labels and too few recent samples to check"

@@ -117,7 +117,7 @@ def test_errors() -> None:
 
 
 def test_tail_p_values_go_below_the_grid_and_stay_valid() -> None:
-    from regulator.monitor.ood import ConformalCalibrator
+    from regulator.monitor.conformal import ConformalCalibrator
 
     rng = np.random.default_rng(0)
     low, lower = [], []
