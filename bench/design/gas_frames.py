@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from gas_features import seeded_draws  # type: ignore[import-not-found]
+from gas_priors_lobo import batch_score, report  # type: ignore[import-not-found]
 
 import regulator.meta.adapt as adapt_module
 from regulator.chip.network import ChipInstance
@@ -148,34 +149,9 @@ def main() -> None:
         x, y = load_gas_drift(GAS_DIR / f"batch{b}.dat")[:2]
         for name, (cand, fit) in candidates.items():
             adapt_module.rehearsal_readout = fit  # type: ignore[assignment]
-            accs = []
-            for sup, rest, seed, _ in seeded_draws(y, b, draws):
-                chip = ChipInstance.create(bundle.profile, bundle.cfg, seed)
-                new, _ = adapt(cand, x[sup], y[sup], chip)
-                accs.append(query_metric(new, chip, x[rest], y[rest]))
-            scores[name][b] = 100 * float(np.mean(accs))
+            scores[name][b] = batch_score(cand, x, y, b, draws)
     adapt_module.rehearsal_readout = rehearsal_readout  # type: ignore[assignment]
-    for name, per in scores.items():
-        print(
-            f"{name:7s} "
-            + " / ".join(f"{per[b]:.1f}" for b in batches)
-            + f"  mean {np.mean(list(per.values())):.2f}"
-        )
-    lobo = []
-    for b in batches:
-        others = [o for o in batches if o != b]
-        pick = max(candidates, key=lambda n: np.mean([scores[n][o] for o in others]))
-        lobo.append(scores[pick][b])
-        print(
-            f"batch {b} held out: others' mean "
-            + ", ".join(f"{n} {np.mean([scores[n][o] for o in others]):.2f}" for n in candidates)
-            + f" -> {pick}, scores {scores[pick][b]:.1f}"
-        )
-    print(
-        "leave-one-batch-out "
-        + " / ".join(f"{a:.1f}" for a in lobo)
-        + f"  mean {np.mean(lobo):.2f}"
-    )
+    report(scores, batches)
 
 
 if __name__ == "__main__":
