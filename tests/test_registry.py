@@ -353,3 +353,36 @@ def test_wall_clock_jumps_change_no_decision(tmp_path: Path, prior: Path) -> Non
     finally:
         q.time.time_ns = frozen  # type: ignore[assignment]
     assert len(list((tmp_path / "reg" / "quarantine").iterdir())) == 2
+
+
+def test_a_commit_rewrites_only_the_lineages_it_changes(
+    tmp_path: Path, prior: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Promote and rollback used to read every version's lineage.json (a cost that grew
+    with the registry, on the recalibration thread); now only those whose status moved.
+    Opening the registry still repairs every mirror (after a crash)."""
+    from regulator.registry import lineage as lineage_mod
+
+    reg = Registry(tmp_path / "reg")
+    reg.bootstrap(prior)
+    for i in range(2, 8):
+        reg.promote(reg.add(_model(tmp_path / f"c{i}", f"c{i}".encode()), reg.current(), "drift"))
+    read: list[str] = []
+    real_read = lineage_mod.atomic.read_json
+
+    def counting(path: Path) -> object:
+        read.append(Path(path).parent.name)
+        return real_read(path)
+
+    monkeypatch.setattr(lineage_mod.atomic, "read_json", counting)
+    reg.promote(reg.add(_model(tmp_path / "c8", b"c8"), reg.current(), "drift"))
+    assert read == []  # nothing changed status
+    assert reg.rollback() == "v000007"
+    assert read == ["v000008"]  # the rolled-back one
+    monkeypatch.undo()
+    # a mirror damaged behind the registry's back is repaired when it is opened
+    path = reg.path("v000008") / "lineage.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "status": "good"}))
+    Registry(tmp_path / "reg")
+    assert json.loads(path.read_text())["status"] == "rolled_back"

@@ -322,9 +322,15 @@ class Registry:
         return ptr
 
     def _commit(self, new: Pointer) -> None:
+        old = self._pointer
         write_pointer(self.root, new)
         self._pointer = new
-        self._sync_lineage_status()
+        # Only the versions whose status this commit changed: reading every lineage on
+        # each promote grew with the registry (and held the recalibration thread, and
+        # the GIL, for it). A crash between the pointer and a lineage is repaired by the
+        # full sync when the registry is opened.
+        changed = set(old.rolled_back) ^ set(new.rolled_back)
+        sync_status(self.root, sorted(v for v in changed if (self.root / v).is_dir()), self._status)
 
     def _status(self, version: str) -> Status:
         return "rolled_back" if version in self._pointer.rolled_back else "good"
