@@ -7,12 +7,19 @@ One ``regulator run`` with ``source: http`` and the shipped nanosensor prior. A 
 streams samples to ``POST /v1/samples`` (one sample a request, as a sensor would):
 
 - ``paced``: at a fixed 100 samples/s;
-- ``flat-out``: back to back, as fast as it is answered (the daemon is then CPU-bound).
+- ``flat-out``: back to back, as fast as it is answered (the daemon is then CPU-bound);
+- ``gateway``: a 100 Hz sensor behind a gateway that posts every sample due by now in
+  one request, one request in flight (what a sensor client does when an answer is
+  late: the next request carries more samples, none is dropped or delayed by more
+  than one answer).
 
 Each run measures the samples served per second (``regulator_samples_total``) with the
 pusher alone (idle), then with ``--clients`` threads looping over ``GET /metrics``,
 ``GET /v1/status`` and ``POST /v1/samples`` (requests/s, p50/p99 per route); the
-figure is served/s under load over idle, median and range over the runs.
+figure is served/s under load over idle, median and range over the runs. Besides the
+daemon's count, which includes the clients' own ``POST /v1/samples``, the pusher
+counts its own samples answered with a prediction ("own"): whether the sensor's stream
+is kept up with.
 """
 
 from __future__ import annotations
@@ -44,36 +51,55 @@ OUT = Path(__file__).parent / "results"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _push(
-    url: str, x: np.ndarray, rate_hz: float | None, stop: Any, sent: Any, refused: Any
-) -> None:
+GATEWAY_MAX_SAMPLES = 256
+"""The most samples a gateway request carries (a backlog beyond it waits a request)."""
+
+
+def _push(url: str, x: np.ndarray, mode: str, stop: Any, sent: Any, refused: Any, own: Any) -> None:
     """The sensor: its own process, so the clients' threads do not slow its pushes."""
+    rows = [xi.tolist() for xi in x]
     with httpx.Client(base_url=url, headers=AUTH, timeout=30) as c:
         i = 0
-        t_next = time.monotonic()
+        t0 = t_next = time.monotonic()
         while not stop.is_set():
-            r = c.post("/v1/samples", json={"samples": [{"x": x[i % len(x)].tolist()}]})
+            if mode == "gateway":  # every sample due by now, one request
+                due = int((time.monotonic() - t0) * 100.0) + 1 - i
+                n = min(max(due, 0), GATEWAY_MAX_SAMPLES)
+                if n == 0:
+                    time.sleep(max(0.0, t0 + (i + 1) / 100.0 - time.monotonic()))
+                    continue
+            else:
+                n = 1
+            batch = [{"x": rows[(i + k) % len(rows)]} for k in range(n)]
+            r = c.post("/v1/samples", json={"samples": batch})
             with sent.get_lock():
-                sent.value += 1
-            if r.status_code != 200 or r.json().get("rejected"):
+                sent.value += n
+            answered = 0
+            if r.status_code == 200:
+                answered = len(r.json().get("predictions", []))
+            with own.get_lock():
+                own.value += answered
+            if answered < n:
                 with refused.get_lock():
-                    refused.value += 1
-            i += 1
-            if rate_hz:
-                t_next += 1.0 / rate_hz
+                    refused.value += n - answered
+            i += n
+            if mode == "paced":
+                t_next += 1.0 / 100.0
                 time.sleep(max(0.0, t_next - time.monotonic()))
 
 
 class Pusher:
-    def __init__(self, url: str, x: np.ndarray, rate_hz: float | None) -> None:
+    def __init__(self, url: str, x: np.ndarray, mode: str) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.stop = ctx.Event()
         self.sent = ctx.Value("q", 0)
         self.refused_v = ctx.Value("q", 0)
+        self.own = ctx.Value("q", 0)  # its samples answered with a prediction
         self.proc = ctx.Process(
-            target=_push, args=(url, x, rate_hz, self.stop, self.sent, self.refused_v),
+            target=_push,
+            args=(url, x, mode, self.stop, self.sent, self.refused_v, self.own),
             daemon=True,
-        )  # fmt: skip
+        )
 
     def start(self) -> None:
         self.proc.start()
@@ -86,12 +112,28 @@ class Pusher:
         return int(self.refused_v.value)
 
 
-def _served_rate(d: DaemonProcess, seconds: float, pusher: Pusher) -> tuple[float, float]:
-    """(served, offered) samples per second over ``seconds``."""
-    n0, s0, t0 = d.metric("regulator_samples_total"), pusher.sent.value, time.monotonic()
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _served_rate(
+    d: DaemonProcess, seconds: float, pusher: Pusher
+) -> tuple[float, float, float, dict[str, float]]:
+    """(served by the daemon, offered by the pusher, the pusher's own answered) samples
+    per second over ``seconds``, and the cores each process used meanwhile (the daemon,
+    the pusher, this process: the clients' threads)."""
+    assert d.proc is not None
+    pids = {"daemon": d.proc.pid, "pusher": pusher.proc.pid or 0, "clients": os.getpid()}
+    n0, s0, o0 = d.metric("regulator_samples_total"), pusher.sent.value, pusher.own.value
+    c0 = {k: _cpu_s(p) for k, p in pids.items()}
+    t0 = time.monotonic()
     time.sleep(seconds)
     dt = time.monotonic() - t0
-    return (d.metric("regulator_samples_total") - n0) / dt, (pusher.sent.value - s0) / dt
+    cores = {k: (_cpu_s(p) - c0[k]) / dt for k, p in pids.items()}
+    served = (d.metric("regulator_samples_total") - n0) / dt
+    return served, (pusher.sent.value - s0) / dt, (pusher.own.value - o0) / dt, cores
 
 
 def _clients(url: str, x: np.ndarray, n: int, seconds: float) -> dict[str, Any]:
@@ -136,16 +178,16 @@ def _clients(url: str, x: np.ndarray, n: int, seconds: float) -> dict[str, Any]:
 
 
 def one_run(d: DaemonProcess, x: np.ndarray, mode: str, a: argparse.Namespace) -> dict[str, Any]:
-    pusher = Pusher(d.url, x, 100.0 if mode == "paced" else None)
+    pusher = Pusher(d.url, x, mode)
     pusher.start()
     try:
         time.sleep(4)  # settle (the pusher process starts)
-        idle, idle_offered = _served_rate(d, a.seconds, pusher)
+        idle, idle_offered, idle_own, idle_cores = _served_rate(d, a.seconds, pusher)
         out: dict[str, Any] = {}
         t = threading.Thread(target=lambda: out.update(_clients(d.url, x, a.clients, a.seconds)))
         t.start()
         time.sleep(1)  # clients ramp up
-        loaded, loaded_offered = _served_rate(d, a.seconds - 2, pusher)
+        loaded, loaded_offered, loaded_own, loaded_cores = _served_rate(d, a.seconds - 2, pusher)
         t.join()
     finally:
         pusher.stop.set()
@@ -153,6 +195,9 @@ def one_run(d: DaemonProcess, x: np.ndarray, mode: str, a: argparse.Namespace) -
     return {"idle_samples_per_s": idle, "loaded_samples_per_s": loaded,
             "idle_offered_per_s": idle_offered, "loaded_offered_per_s": loaded_offered,
             "ratio": loaded / idle if idle else float("nan"), "pusher_refused": pusher.refused,
+            "idle_own_per_s": idle_own, "loaded_own_per_s": loaded_own,
+            "own_ratio": loaded_own / idle_own if idle_own else float("nan"),
+            "idle_cores": idle_cores, "loaded_cores": loaded_cores,
             **out}  # fmt: skip
 
 
@@ -168,7 +213,7 @@ def main() -> int:
     cfg = write_policy(root / "policy.yaml", policy)
     x, _ = nanosensor(200)
     d = DaemonProcess(cfg, root / "state", root / "daemon.log").start()
-    runs: dict[str, list[dict[str, Any]]] = {"paced": [], "flat-out": []}
+    runs: dict[str, list[dict[str, Any]]] = {"paced": [], "flat-out": [], "gateway": []}
     try:
         d.wait_ready(180)
         for i in range(a.runs):
@@ -177,7 +222,9 @@ def main() -> int:
                 runs[mode].append(r)
                 print(
                     f"run {i + 1} {mode}: idle {r['idle_samples_per_s']:.1f}/s, loaded "
-                    f"{r['loaded_samples_per_s']:.1f}/s, ratio {r['ratio']:.2f}, "
+                    f"{r['loaded_samples_per_s']:.1f}/s, ratio {r['ratio']:.2f}, own "
+                    f"{r['idle_own_per_s']:.1f} -> {r['loaded_own_per_s']:.1f}/s "
+                    f"({r['own_ratio']:.2f}), "
                     f"{r['requests_per_s']:.0f} req/s, errors {r['errors']}",
                     flush=True,
                 )
@@ -187,7 +234,19 @@ def main() -> int:
     summary = {}
     for mode, rs in runs.items():
         ratios = [r["ratio"] for r in rs]
+        own = [r["own_ratio"] for r in rs]
         summary[mode] = {
+            "own_ratio_median": statistics.median(own),
+            "own_ratio_range": [min(own), max(own)],
+            "idle_own_median": statistics.median(r["idle_own_per_s"] for r in rs),
+            "cores_median": {
+                phase: {
+                    who: statistics.median(r[f"{phase}_cores"][who] for r in rs)
+                    for who in ("daemon", "pusher", "clients")
+                }
+                for phase in ("idle", "loaded")
+            },
+            "loaded_own_median": statistics.median(r["loaded_own_per_s"] for r in rs),
             "ratio_median": statistics.median(ratios),
             "ratio_range": [min(ratios), max(ratios)],
             "idle_median": statistics.median(r["idle_samples_per_s"] for r in rs),
@@ -222,16 +281,26 @@ def main() -> int:
         f"Server errors over all runs: {server_errors:.0f}.",
         "",
         "| stream | served/s idle (offered) | served/s under load (offered) | ratio, median "
-        "[range] | requests/s | errors | p50 / p99 ms: /metrics | /v1/status | /v1/samples |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "[range] | the pusher's own: idle, under load, ratio [range] | requests/s | errors "
+        "| p50 / p99 ms: /metrics | /v1/status | /v1/samples | cores used, daemon / pusher / "
+        "clients: idle; under load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, s in summary.items():
         p50, p99 = s["p50_ms_median"], s["p99_ms_median"]
         cells = " | ".join(f"{p50[r]:.1f} / {p99[r]:.1f}" for r in sorted(p50))
+        cores = "; ".join(
+            " / ".join(f"{s['cores_median'][ph][w]:.2f}" for w in ("daemon", "pusher", "clients"))
+            for ph in ("idle", "loaded")
+        )
+        cells += f" | {cores}"
         lines.append(
             f"| {mode} | {s['idle_median']:.1f} ({s['idle_offered_median']:.1f}) | "
             f"{s['loaded_median']:.1f} ({s['loaded_offered_median']:.1f}) | "
             f"{s['ratio_median']:.2f} [{s['ratio_range'][0]:.2f}, {s['ratio_range'][1]:.2f}] | "
+            f"{s['idle_own_median']:.1f}, {s['loaded_own_median']:.1f}, "
+            f"{s['own_ratio_median']:.2f} [{s['own_ratio_range'][0]:.2f}, "
+            f"{s['own_ratio_range'][1]:.2f}] | "
             f"{s['requests_per_s_median']:.0f} | {s['errors']} | {cells} |"
         )
     lines.append("")
