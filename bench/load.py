@@ -19,7 +19,8 @@ pusher alone (idle), then with ``--clients`` threads looping over ``GET /metrics
 figure is served/s under load over idle, median and range over the runs. Besides the
 daemon's count, which includes the clients' own ``POST /v1/samples``, the pusher
 counts its own samples answered with a prediction ("own"): whether the sensor's stream
-is kept up with.
+is kept up with. A peer daemon with another ``http.metrics_max_age_s`` (``--peer-max-age``,
+default 0: every scrape renders) is measured in the same runs, row by row in turn.
 """
 
 from __future__ import annotations
@@ -207,30 +208,51 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prior", type=Path, default=REPO / "models" / "nanosensor")
+    ap.add_argument(
+        "--peer-max-age", type=float, default=0.0,
+        help="http.metrics_max_age_s of the peer daemon run beside the shipped default "
+        "(0: every scrape renders, the design before the age bound); negative: no peer",
+    )  # fmt: skip
     a = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="load-"))
-    policy = policy_dict(a.prior, source={"kind": "http", "queue_size": 4096})
-    cfg = write_policy(root / "policy.yaml", policy)
     x, _ = nanosensor(200)
-    d = DaemonProcess(cfg, root / "state", root / "daemon.log").start()
-    runs: dict[str, list[dict[str, Any]]] = {"paced": [], "flat-out": [], "gateway": []}
+    # The shipped default and a peer, each its own daemon, measured in turn.
+    configs: dict[str, float | None] = {"": None}
+    if a.peer_max_age >= 0:
+        configs[f", metrics_max_age_s {a.peer_max_age:g}"] = a.peer_max_age
+    daemons: dict[str, DaemonProcess] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    server_errors = 0.0
     try:
-        d.wait_ready(180)
+        for tag, age in configs.items():
+            http = {} if age is None else {"http": {"metrics_max_age_s": age}}
+            policy = policy_dict(a.prior, source={"kind": "http", "queue_size": 4096}, **http)
+            folder = root / f"d{len(daemons)}"
+            folder.mkdir()
+            cfg = write_policy(folder / "policy.yaml", policy)
+            daemons[tag] = DaemonProcess(cfg, folder / "state", folder / "daemon.log").start()
+            for mode in ("paced", "flat-out", "gateway"):
+                runs[mode + tag] = []
+        for d in daemons.values():
+            d.wait_ready(180)
         for i in range(a.runs):
-            for mode in runs:
-                r = one_run(d, x, mode, a)
-                runs[mode].append(r)
-                print(
-                    f"run {i + 1} {mode}: idle {r['idle_samples_per_s']:.1f}/s, loaded "
-                    f"{r['loaded_samples_per_s']:.1f}/s, ratio {r['ratio']:.2f}, own "
-                    f"{r['idle_own_per_s']:.1f} -> {r['loaded_own_per_s']:.1f}/s "
-                    f"({r['own_ratio']:.2f}), "
-                    f"{r['requests_per_s']:.0f} req/s, errors {r['errors']}",
-                    flush=True,
-                )
-        server_errors = d.metric("regulator_http_server_errors_total")
+            for tag, d in daemons.items():
+                for mode in ("paced", "flat-out", "gateway"):
+                    r = one_run(d, x, mode, a)
+                    runs[mode + tag].append(r)
+                    print(
+                        f"run {i + 1} {mode}{tag}: idle {r['idle_samples_per_s']:.1f}/s, "
+                        f"loaded {r['loaded_samples_per_s']:.1f}/s, ratio {r['ratio']:.2f}, "
+                        f"own {r['idle_own_per_s']:.1f} -> {r['loaded_own_per_s']:.1f}/s "
+                        f"({r['own_ratio']:.2f}), "
+                        f"{r['requests_per_s']:.0f} req/s, errors {r['errors']}",
+                        flush=True,
+                    )
+        for d in daemons.values():
+            server_errors += d.metric("regulator_http_server_errors_total")
     finally:
-        d.close()
+        for d in daemons.values():
+            d.close()
     summary = {}
     for mode, rs in runs.items():
         ratios = [r["ratio"] for r in rs]
@@ -266,7 +288,7 @@ def main() -> int:
         }
     result = {
         "command": f"python bench/load.py --clients {a.clients} --seconds {a.seconds} "
-        f"--runs {a.runs}",
+        f"--runs {a.runs} --peer-max-age {a.peer_max_age:g}",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other work",
         "server_errors": server_errors,
         "summary": summary,
@@ -279,6 +301,10 @@ def main() -> int:
         "",
         f"Command: `{result['command']}`; {result['machine']}; loopback only.",
         f"Server errors over all runs: {server_errors:.0f}.",
+        "",
+        "Rows without a suffix: the shipped policy (`http.metrics_max_age_s` 0.25: a scrape "
+        "may share a render at most 0.25 s old); the peer's rows name its setting. Each "
+        "run measures every row in turn.",
         "",
         "| stream | served/s idle (offered) | served/s under load (offered) | ratio, median "
         "[range] | the pusher's own: idle, under load, ratio [range] | requests/s | errors "

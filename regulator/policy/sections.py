@@ -213,6 +213,12 @@ class HttpConfig(Section):
     max_body_bytes: int = Field(default=1 << 20, ge=1, le=64 << 20)
     max_json_depth: int = Field(default=32, ge=2, le=1000)
     """Bodies nested deeper are refused (400) before they are parsed."""
+    metrics_max_age_s: float = Field(default=0.25, ge=0.0, le=10.0, allow_inf_nan=False)
+    """A ``/metrics`` scrape may be answered with the latest render if it started at most
+    this many seconds before (0: every scrape renders; a scrape with ``Cache-Control:
+    no-cache`` always does). Bounds the render work that clients polling ``/metrics``
+    in a loop take from serving; Prometheus scrapes every few seconds and never sees
+    it."""
     docs: Literal["loopback", "always", "never"] = "loopback"
     """``/openapi.json`` and ``/docs``: served when the daemon binds a loopback address
     (the default), always, or never."""

@@ -124,10 +124,12 @@ def build_app(
     *,
     max_json_depth: int = 32,
     docs: bool = False,
+    metrics_max_age_s: float = 0.0,
 ) -> FastAPI:
     """The daemon's FastAPI app. ``token_provider`` is called per request (the token
     file may change); ``metrics``, when given, counts alerts received, samples and
-    requests refused, and server errors; ``docs`` serves ``/openapi.json`` and ``/docs``."""
+    requests refused, and server errors; ``docs`` serves ``/openapi.json`` and ``/docs``;
+    ``metrics_max_age_s`` bounds the age of a shared ``/metrics`` render (see MetricsApp)."""
     if max_body_bytes <= 0:
         raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
     app = FastAPI(
@@ -152,7 +154,7 @@ def build_app(
     app.add_middleware(  # outermost
         ServerErrorGuard, on_error=server_error, on_no_route=lambda: refused("no_route")
     )
-    metrics_app = _AsgiEndpoint(MetricsApp(metrics_registry))
+    metrics_app = _AsgiEndpoint(MetricsApp(metrics_registry, metrics_max_age_s))
     for path in ("/metrics", "/metrics/"):
         app.router.routes.append(
             Route(path, endpoint=metrics_app, methods=["GET"], include_in_schema=False)

@@ -168,6 +168,7 @@ class Daemon:
             metrics=rt.metrics,
             max_json_depth=http.max_json_depth,
             docs=docs,
+            metrics_max_age_s=http.metrics_max_age_s,
         )
         self.server = serve(app, http.host, http.port)
         log.info("listening on http://%s:%d", http.host, self.server.port)

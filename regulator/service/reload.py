@@ -33,6 +33,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "http.port",
     "http.max_body_bytes",
     "http.max_json_depth",
+    "http.metrics_max_age_s",
     "http.docs",
     "logging.format",
     "storage.reserve_bytes",

@@ -145,7 +145,8 @@ class DaemonProcess:
         """Every exposed sample: ``(name, sorted labels) -> value``."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        resp = self.client.get("/metrics")
+        # no-cache: a render after this call, never a shared one from before it
+        resp = self.client.get("/metrics", headers={"Cache-Control": "no-cache"})
         resp.raise_for_status()
         out = {}
         for fam in text_string_to_metric_families(resp.text):

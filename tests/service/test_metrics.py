@@ -225,6 +225,55 @@ def test_concurrent_scrapes_share_one_render() -> None:
     assert renders == [0, 1]
 
 
+def test_scrapes_within_the_age_bound_share_the_latest_render() -> None:
+    """With ``max_age_s``, a scrape is answered with the latest render while it is
+    younger than the bound (no render), and with a fresh one after it."""
+    renders = [0]
+
+    def render() -> bytes:
+        renders[0] += 1
+        return str(renders[0]).encode()
+
+    shared = SharedRender(render)
+    assert shared.recent(10.0) is None  # nothing rendered yet
+    assert shared.fresh(10.0) == b"1"
+    assert shared.fresh(10.0) == b"1" and shared.recent(10.0) == b"1"
+    assert renders == [1]
+    assert shared.fresh() == b"2"  # no bound: a render after the call
+    time.sleep(0.06)
+    assert shared.recent(0.05) is None and shared.fresh(0.05) == b"3"
+
+
+def test_metrics_app_age_bound_and_no_cache(reg: CollectorRegistry) -> None:
+    """Behind uvicorn: scrapes within ``max_age_s`` of a render see it (gzip and plain),
+    ``Cache-Control: no-cache`` always gets a render after the request, and past the
+    bound the next scrape renders afresh."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    m = Metrics(reg, "chip-7")
+    app = Starlette(routes=[Route("/metrics", MetricsApp(reg, 0.5), methods=["GET"])])
+    server = serve(app, "127.0.0.1", 0)  # type: ignore[arg-type]
+    line = 'regulator_samples_total{device="chip-7"} %s'
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as c:
+            m.samples.inc(1)
+            assert line % "1.0" in c.get("/metrics").text
+            m.samples.inc(1)  # within the bound: the shared render, zipped or not
+            assert line % "1.0" in c.get("/metrics").text
+            plain = c.get("/metrics", headers={"accept-encoding": "identity"})
+            assert "content-encoding" not in plain.headers and line % "1.0" in plain.text
+            fresh = c.get("/metrics", headers={"cache-control": "no-cache"})
+            assert line % "2.0" in fresh.text
+            m.samples.inc(1)
+            time.sleep(0.6)
+            assert line % "3.0" in c.get("/metrics").text
+    finally:
+        server.stop()
+    with pytest.raises(ValueError, match="max_age_s"):
+        MetricsApp(reg, -1.0)
+
+
 def test_no_created_series(reg: CollectorRegistry) -> None:
     """Counters and histograms export no ``*_created`` series (nothing reads them, and
     they were half the exposition); their values are unchanged."""
