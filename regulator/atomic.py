@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from regulator.turns import fsync
+
 __all__ = [
     "TMP_PREFIX",
     "fsync_dir",
@@ -42,7 +44,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
     fd = os.open(path, flags)
     try:
-        os.fsync(fd)
+        fsync(fd)
     finally:
         os.close(fd)
 
@@ -55,7 +57,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) ->
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:

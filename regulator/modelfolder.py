@@ -34,6 +34,7 @@ from typing import Any
 
 from regulator import atomic
 from regulator.errors import ChecksumError, ModelFolderError
+from regulator.turns import checkpoint, fsync
 
 __all__ = [
     "FORMAT",
@@ -161,7 +162,8 @@ def _copy_file(src: Path, dst: Path, digest: str | None, rel: str, root: Path) -
                 h.update(chunk)
             fout.write(chunk)
         fout.flush()
-        os.fsync(fout.fileno())
+        fsync(fout.fileno())
+    checkpoint()  # a version's files are copied in turns with serving
     if h is not None and digest is not None and (actual := h.hexdigest()) != digest:
         raise ChecksumError(
             f"{rel}: sha256 mismatch in {root} (manifest {digest[:12]}…, file {actual[:12]}…)"

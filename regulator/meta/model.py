@@ -31,6 +31,7 @@ from regulator.chip.telemetry import Telemetry
 from regulator.errors import InputError, ModelFolderError
 from regulator.modelfolder import verify, write_manifest
 from regulator.tasks.normalisation import Normaliser
+from regulator.turns import checkpoint
 
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -178,8 +179,10 @@ class ModelBundle:
         if not verified:
             verify(src)
         config = json.loads((src / CONFIG_FILE).read_text(encoding="utf-8"))
+        checkpoint()  # a recalibration's load takes turns with serving (regulator.turns)
         cfg = NetworkConfig.model_validate(config["network"])
         net = SpikingNetwork(cfg)
+        checkpoint()
         net.load_state_dict(load_file(str(src / WEIGHTS_FILE)))
         meta_t = load_file(str(src / META_FILE))
         meta_t.pop("_empty", None)

@@ -18,6 +18,7 @@ from regulator.service.metrics import Metrics
 from regulator.service.monitors import MonitorSet
 from regulator.service.slot import Served, ServingSlot
 from regulator.service.state import EventLog
+from regulator.turns import Turns
 
 __all__ = ["Inference", "Result"]
 
@@ -37,7 +38,9 @@ class Inference:
         metrics: Metrics,
         events: EventLog,
         bound: Callable[[list[Any]], None],
+        turns: Turns | None = None,
     ) -> None:
+        self._turns = turns or Turns()  # shared with the recalibration's steps
         self._slot = slot
         self._monitors = monitors
         self._intake = intake
@@ -54,7 +57,11 @@ class Inference:
     ) -> list[Result]:
         """Serve samples together (one chip forward): one result per item, in order.
         ``checked``: the inputs were checked against the served model already (at the
-        HTTP edge), so they are only stacked."""
+        HTTP edge), so they are only stacked. One turn (see :mod:`regulator.turns`)."""
+        with self._turns.serving():
+            return self._serve(items, t_s, checked)
+
+    def _serve(self, items: list[tuple[str, Any]], t_s: float, checked: bool) -> list[Result]:
         m = self._metrics
         served = self._slot.served
         check = served.check

@@ -23,6 +23,7 @@ from regulator.errors import InputError, RejectReason
 from regulator.service.inputs import InputCheck
 from regulator.service.labels import Label, LabelBuffer
 from regulator.service.monitors import RECENT_SAMPLES
+from regulator.turns import checkpoint
 
 __all__ = ["UNLABELLED_KEPT", "Intake", "LabelOutcome", "Split", "split_support"]
 
@@ -146,7 +147,9 @@ class Intake:
         good = []
         old = self._checked if self._checked_for == check else {}
         checked: dict[int, tuple[Label, Label | InputError]] = {}
-        for lab in self.buffer.all():
+        for i, lab in enumerate(self.buffer.all()):
+            if i % 256 == 255:
+                checkpoint()  # thousands of labels: in turns with serving (no lock held)
             if lab.t < t_s:
                 continue
             hit = old.get(id(lab))

@@ -21,12 +21,12 @@ True
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from regulator.service.actions import Trigger
 
-__all__ = ["Mode", "Phase", "RecalibrationState", "Request"]
+__all__ = ["Mode", "Outcome", "Phase", "RecalibrationResult", "RecalibrationState", "Request"]
 
 Phase = Literal["idle", "waiting", "queued", "running"]
 Mode = Literal["supervised", "label_free"]
@@ -122,3 +122,24 @@ class RecalibrationState:
     def keys(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._keys)
+
+
+Outcome = Literal["accepted", "rejected", "failed", "skipped"]
+
+
+@dataclass
+class RecalibrationResult:
+    """Outcome of one recalibration job, as logged and reported."""
+
+    trigger: str
+    mode: str
+    outcome: Outcome
+    reason: str
+    t_s: float
+    seconds: float = 0.0
+    version: str | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)

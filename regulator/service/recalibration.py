@@ -17,17 +17,21 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regulator.errors import RegulatorError
 from regulator.service.actions import Trigger
-from regulator.service.candidate import MIN_RECENT, CandidateRequest, build_candidate
+from regulator.service.adopt import adopt
+from regulator.service.candidate import (
+    MIN_RECENT,
+    CandidateRequest,
+    build_candidate,
+)
 from regulator.service.intake import Split, split_support
-from regulator.service.jobs import Mode, RecalibrationState, Request
+from regulator.service.jobs import Mode, Outcome, RecalibrationResult, RecalibrationState, Request
 from regulator.service.labels import Label
 from regulator.service.refresh import LabelFreeRefresh, adapted_with_labels
 
@@ -41,26 +45,6 @@ log = logging.getLogger(__name__)
 
 LABEL_LOOKBACK_S = 2.0  # labels this long before a detection count as post-shift
 RECENT_FOR_RENORMALISATION = 400  # newest unlabelled inputs a candidate re-normalises on
-
-Outcome = Literal["accepted", "rejected", "failed", "skipped"]
-
-
-@dataclass
-class RecalibrationResult:
-    """Outcome of one recalibration job, as logged and reported."""
-
-    trigger: str
-    mode: str
-    outcome: Outcome
-    reason: str
-    t_s: float
-    seconds: float = 0.0
-    version: str | None = None
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    cost: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Recalibrator:
@@ -209,7 +193,8 @@ class Recalibrator:
 
     def _labels(self, count: bool) -> list[Label]:
         rt = self._rt
-        return rt.intake.labels_since(self.shift_time(), rt.serving.check, count)
+        with rt.turns.yielding():  # the intake checks a copy of the stored labels, unlocked
+            return rt.intake.labels_since(self.shift_time(), rt.serving.check, count)
 
     def _split(self, labels: list[Label]) -> Split:
         rt = self._rt
@@ -233,13 +218,21 @@ class Recalibrator:
     # -- the job -------------------------------------------------------------------------
 
     def run(self, trigger: str, mode: Mode, reason: str = "") -> RecalibrationResult:
-        """Clone, adapt, check on held-out labels, then swap atomically or discard."""
+        """Clone, adapt, check on held-out labels, then swap atomically or discard. Its
+        work in this process is one step taking turns with serving, yielding between
+        phases, with the worker's run and every fsync outside it (regulator.turns)."""
+        with self._rt.turns.step():
+            return self._run(trigger, mode, reason)
+
+    def _run(self, trigger: str, mode: Mode, reason: str) -> RecalibrationResult:
         rt = self._rt
+        pause = rt.turns.pause
         t_start = rt.clock()
         wall0 = time.perf_counter()
         served = rt.serving
         env_start = self.shift_time()
         labels = self._labels(count=True)
+        pause()
         split = self._split(labels)
         self.waiting_need = split.need
         if split.need > 0 and mode == "supervised":
@@ -254,10 +247,13 @@ class Recalibrator:
                     RecalibrationResult(trigger, mode, "skipped", why, t_start), wall0
                 )
             mode = "label_free"
+        pause()
         recent = self._unlabelled(trigger)
+        pause()
         if mode == "label_free" and trigger != "refresh":
             self.refresh.attempted(rt.monitors.episodes, len(recent))
-        refused = self._refusal(mode, len(recent), t_start)
+        with rt.turns.yielding():  # the limits' own locks only (their files fsync)
+            refused = self._refusal(mode, len(recent), t_start)
         if refused is not None:
             if trigger == "rule":
                 self._refunds += 1
@@ -276,6 +272,7 @@ class Recalibrator:
         checked = split.holdout if mode == "supervised" else labels
         sx, sy = stack(support)
         hx, hy = stack(checked)
+        pause()
         try:
             tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=rt.state.root))
         except OSError as err:
@@ -298,7 +295,9 @@ class Recalibrator:
             )
             timeout = rt.policy.recalibration.timeout_s
             try:
-                res = rt.executor.run(build_candidate, req, timeout_s=timeout)
+                res = rt.turns.outside(
+                    lambda: rt.executor.run(build_candidate, req, timeout_s=timeout)
+                )
             except (RegulatorError, ValueError, RuntimeError, OSError) as err:
                 if isinstance(err, RegulatorError):  # a refusal or a timeout: one line
                     log.warning("recalibration failed: %s", err)
@@ -307,7 +306,8 @@ class Recalibrator:
                 return self._finish(
                     RecalibrationResult(trigger, mode, "failed", str(err), t_start), wall0
                 )
-            rt.budget.add(float(res.cost.get("learning_energy_j", 0.0)), rt.wall_clock())
+            with rt.turns.yielding():  # the budget's own lock only
+                rt.budget.add(float(res.cost.get("learning_energy_j", 0.0)), rt.wall_clock())
             if not res.accepted or res.folder is None:
                 return self._finish(
                     RecalibrationResult(
@@ -322,30 +322,17 @@ class Recalibrator:
                     wall0,
                 )
             try:  # a full disk or a refused reserve: the candidate is discarded
-                version = rt.registry.add(
-                    res.folder,
-                    parent=served.version,
-                    trigger=trigger,
-                    data_used={
-                        "mode": mode,
-                        "support": [lab.sample_id for lab in support],
-                        "holdout": [lab.sample_id for lab in checked],
-                        "unlabelled": len(recent),
-                    },
-                    evaluation={**res.evaluation, "reason": reason},
-                    trusted=True,  # just written by the executor, manifest of these bytes
-                )
-                rt.registry.promote(version)
-                new = rt.slot.load(version, rt.clock())  # off the serving thread
-                rt.prune()
+                with rt.turns.yielding():  # the registry's and the slot's own locks only
+                    version, new = adopt(rt, res, served.version, trigger, mode, reason,
+                                               support, checked, len(recent))  # fmt: skip
             except (RegulatorError, OSError) as err:
                 log.error("recalibration: cannot store the candidate: %s", err)
                 why = f"cannot store the candidate: {err}"
                 return self._finish(
                     RecalibrationResult(trigger, mode, "failed", why, t_start), wall0
                 )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finally:  # unlinking, no lock held: without the turn
+            rt.turns.outside(shutil.rmtree, tmp, True)
         self._env_start = env_start
         self._labelled = self._refine_mark = 0
         self.refresh.served(rt.monitors.episodes, labelled=mode == "supervised")
@@ -393,7 +380,10 @@ class Recalibrator:
         if learning_j > 0:
             rt.metrics.energy.labels(phase="learning").inc(learning_j)
             rt.monitors.report_energy(0.0, learning_j, res.t_s, 0)
-        rt.state.events.append("recalibration", **res.to_dict())
+        # the event log appends and fsyncs under a lock serving takes: without the turn
+        rt.turns.outside(lambda: rt.state.events.append("recalibration", **res.to_dict()))
         log.info("recalibration %s: %s (%s)", res.outcome, res.reason, res.trigger)
-        rt.save_monitors()
+        rt.turns.pause()
+        with rt.turns.yielding():  # an atomic write outside every serving lock
+            rt.save_monitors()
         return res

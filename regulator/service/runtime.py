@@ -37,17 +37,18 @@ from regulator.service.episode import QUIET_SAMPLES
 from regulator.service.executor import Executor, InlineExecutor
 from regulator.service.inference import Inference, Result
 from regulator.service.intake import Intake
-from regulator.service.jobs import Mode
+from regulator.service.jobs import Mode, RecalibrationResult
 from regulator.service.metrics import Metrics
 from regulator.service.monitors import MonitorSet, Snapshot, ood_threshold
 from regulator.service.paths import repo_root, resolve_path
-from regulator.service.recalibration import RecalibrationResult, Recalibrator
+from regulator.service.recalibration import Recalibrator
 from regulator.service.reload import ReloadOutcome, restart_only_changes
 from regulator.service.scheduler import Scheduler
 from regulator.service.schedules import IntervalSchedules, install_cron
 from regulator.service.slot import Served, ServingSlot, prime_detector
 from regulator.service.state import StateDir
 from regulator.service.views import models_view, snapshot_fields, status_view
+from regulator.turns import Turns
 
 __all__ = [
     "QUIET_SAMPLES",
@@ -121,8 +122,16 @@ class Runtime:
         self.intake = Intake(
             self.state.labels, lambda r: self.metrics.labels_skipped.labels(reason=r).inc()
         )
+        # Serving and a recalibration's in-process steps take turns (regulator.turns).
+        self.turns = Turns()
         self.inference = Inference(
-            self.slot, self.monitors, self.intake, self.metrics, self.state.events, self.bound
+            self.slot,
+            self.monitors,
+            self.intake,
+            self.metrics,
+            self.state.events,
+            self.bound,
+            self.turns,
         )
         submit = None
         if scheduler is not None and not inline_jobs:

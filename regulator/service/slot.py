@@ -28,6 +28,7 @@ from regulator.monitor.stream import OODMonitor
 from regulator.policy.model import MonitorsConfig, Policy
 from regulator.registry import Registry
 from regulator.service.inputs import InputCheck
+from regulator.turns import checkpoint
 
 __all__ = ["Served", "ServingSlot", "make_ood", "prime_detector"]
 
@@ -176,8 +177,10 @@ class ServingSlot:
             from regulator.chip.profiles import load_profile
 
             bundle.profile = load_profile(policy.device.profile)
+        checkpoint()  # a recalibration's load takes turns with serving (regulator.turns)
         model = ChipModel(bundle, seed=policy.device.seed)
         model.n_steps = self.n_steps(bundle)
+        checkpoint()
         ood = make_ood(bundle.calibration.get("ood"), policy.monitors)
         return Served(version, bundle, model, ood, InputCheck.for_bundle(bundle), t_s)
 

@@ -150,7 +150,7 @@ class AppendFile:
             while view:
                 n = os.write(self._fd, view)
                 view = view[n:]
-            os.fsync(self._fd)
+            os.fsync(self._fd)  # not turns.fsync: callers hold locks serving takes
         except OSError as exc:
             with contextlib.suppress(OSError):  # leave no torn line for the next append
                 os.ftruncate(self._fd, start)
