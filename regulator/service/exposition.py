@@ -48,10 +48,10 @@ class SharedRender:
         """Output of a render that started after this call, or at most ``max_age_s``
         seconds before it (blocking; a worker thread): scrapes that arrive during a
         render share the next one, so a burst of scrapes costs two renders."""
-        t_request = time.monotonic()
+        recent = self.recent(max_age_s)
+        if recent is not None:
+            return recent
         with self._cond:
-            if max_age_s > 0 and self._body is not None and t_request - self._body_t <= max_age_s:
-                return self._body
             want = self._started + 1
             while self._done < want:
                 if not self._busy:
