@@ -229,27 +229,31 @@ class Daemon:
             # n_steps is); what does not fit this round goes back to the queue.
             t_round = time.monotonic()
             k = 0
+            held: list[tuple[list[SourceSample], list[Any]]] = []
             while k < len(batch) and not self.stop_requested.is_set():
                 size = 1  # the first forward measures what one sample costs
                 if per_sample_s > 0:
                     size = max(1, min(MAX_BATCH, int(FORWARD_BUDGET_S / per_sample_s)))
                 chunk = batch[k : k + size]
                 t0 = time.perf_counter()
-                outs = loop.serve(chunk)
-                self.replies.deliver([s.sample_id for s in chunk], outs)
+                # More queued: the monitor updates wait (a block, Inference.flush), and
+                # so do the replies, which carry the p-values they fill in.
+                outs = loop.serve(chunk, defer=k + len(chunk) < len(batch))
+                held.append((chunk, outs))
+                if rt.inference.n_deferred == 0:
+                    self._deliver(held)
                 dt = (time.perf_counter() - t0) / len(chunk)
                 per_sample_s = dt if per_sample_s == 0 else 0.7 * per_sample_s + 0.3 * dt
                 k += len(chunk)
                 for _ in chunk:
                     room.release()
-                for s, out in zip(chunk, outs, strict=True):
-                    if isinstance(out, InputError):
-                        log.warning("sample %s rejected: %s", s.sample_id, out)
                 if time.monotonic() - t_round > TICK_EVERY_S and k < len(batch):
                     with lock:
                         pending[:0] = batch[k:]
                     wake.set()
                     break
+            loop.flush()
+            self._deliver(held)
             loop.between_rounds()
             now = time.monotonic()
             if wd and now - last_wd >= wd / 2:
@@ -262,6 +266,15 @@ class Daemon:
             if done.is_set() and not pending:
                 log.info("source exhausted; still serving the API until stopped")
                 done.clear()
+
+    def _deliver(self, held: list[tuple[list[SourceSample], list[Any]]]) -> None:
+        """Hand served results to the requests waiting for them (then forget them)."""
+        for chunk, outs in held:
+            self.replies.deliver([s.sample_id for s in chunk], outs)
+            for s, out in zip(chunk, outs, strict=True):
+                if isinstance(out, InputError):
+                    log.warning("sample %s rejected: %s", s.sample_id, out)
+        held.clear()
 
     def reload(self) -> None:
         """SIGHUP: validate the whole file; apply it whole or refuse it and keep the old

@@ -50,7 +50,9 @@ class DriftWindow:
 
     def add(self, x: np.ndarray) -> None:
         """One served batch of inputs ``[n, C, L]``."""
-        self._x.extend(np.asarray(x, dtype=np.float32))
+        a = np.asarray(x, dtype=np.float32)
+        keep = self._x.maxlen
+        self._x.extend(a if keep is None else a[-keep:])  # only the newest stay anyway
 
     def clear(self) -> None:
         self._x.clear()

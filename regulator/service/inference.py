@@ -1,6 +1,7 @@
-"""Inference: serve a batch of samples — check it once, run one chip forward, update the
-monitor set once, keep the inputs for the labels that come later — and turn the first
-alarm of a drift episode into a detection (counted, explained, logged).
+"""Inference: serve a batch of samples — check it once, run one chip forward, keep the
+inputs for the labels that come later, update the monitor set (at once, or deferred
+over a block of batches when the caller has more to serve) — and turn the first alarm
+of a drift episode into a detection (counted, explained, logged).
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from regulator.errors import InputError
 from regulator.service.episode import Onset
 from regulator.service.intake import Intake
 from regulator.service.metrics import Metrics
-from regulator.service.monitors import MonitorSet
+from regulator.service.monitors import MonitorSet, ServedBatch
 from regulator.service.slot import Served, ServingSlot
 from regulator.service.state import EventLog
 from regulator.turns import Turns
 
-__all__ = ["Inference", "Result"]
+__all__ = ["DEFER_S", "DEFER_SAMPLES", "Inference", "Result"]
+
+DEFER_SAMPLES = 256
+"""At most this many served samples wait for their monitor updates (``defer``)."""
+
+DEFER_S = 0.05
+"""And for at most this long (seconds): a scrape never reads signals older than that
+plus one batch."""
 
 Result = dict[str, Any] | InputError
 """One served sample (``sample_id``, ``prediction``, ``outputs``, ``ood_p_value``,
@@ -49,17 +57,47 @@ class Inference:
         self._bound = bound
         self._inference_j = metrics.energy.labels(phase="inference")  # looked up once
         self.n_samples = 0
+        # batches served whose monitor updates wait for flush(), with their result rows
+        self._pending: list[tuple[ServedBatch, list[dict[str, Any]]]] = []
+        self._pending_n = 0
+        self._pending_since = 0.0  # time.monotonic() when the oldest one was served
         self.detections: list[dict[str, Any]] = []
         self.explanation: dict[str, Any] | None = None  # of the latest detection
 
     def serve(
-        self, items: list[tuple[str, Any]], t_s: float, checked: bool = False
+        self,
+        items: list[tuple[str, Any]],
+        t_s: float,
+        checked: bool = False,
+        defer: bool = False,
     ) -> list[Result]:
         """Serve samples together (one chip forward): one result per item, in order.
         ``checked``: the inputs were checked against the served model already (at the
-        HTTP edge), so they are only stacked. One turn (see :mod:`regulator.turns`)."""
+        HTTP edge), so they are only stacked. ``defer``: the monitors may wait (see
+        :meth:`flush`); the results' ``ood_p_value`` is filled in when they run. One
+        turn (see :mod:`regulator.turns`)."""
         with self._turns.serving():
-            return self._serve(items, t_s, checked)
+            results = self._serve(items, t_s, checked)
+            n = self._pending_n
+            if n and (
+                not defer or n >= DEFER_SAMPLES or time.monotonic() - self._pending_since >= DEFER_S
+            ):
+                self._flush()
+            return results
+
+    @property
+    def n_deferred(self) -> int:
+        """Samples served whose monitor updates wait for :meth:`flush`."""
+        return self._pending_n
+
+    def flush(self) -> None:
+        """Run the monitors' work that serving deferred, for every batch served since
+        the last flush, as one block (one OOD update, one window add, one accuracy
+        record): after a chip forward the monitors' code runs with cold caches, and
+        once per block instead of once per batch it costs a fraction. Fills in the
+        deferred results' p-values; a detection is handled here."""
+        with self._turns.serving():
+            self._flush()
 
     def _serve(self, items: list[tuple[str, Any]], t_s: float, checked: bool) -> list[Result]:
         m = self._metrics
@@ -75,7 +113,6 @@ class Inference:
         if batch is not None:  # the common case: one check for the whole batch
             ids = [sid for sid, _ in items]
             slots = list(range(len(items)))
-            results = [{} for _ in items]
         else:
             arrs: list[np.ndarray] = []
             for sid, x in items:
@@ -87,7 +124,7 @@ class Inference:
                     continue
                 ids.append(sid)
                 slots.append(len(results))
-                results.append({})  # filled below
+                results.append({})  # replaced below
             if not arrs:
                 return results
             batch = np.stack(arrs)
@@ -103,29 +140,51 @@ class Inference:
         m.synaptic_ops.inc(pred.telemetry.synaptic_ops)
         self._inference_j.inc(pred.energy_j)
         m.dense_ann_energy.inc(pred.dense_ann_j)
-        alarms, onset = self._monitors.update(served, pred, batch, ids, n_before, t_s)
-        if alarms:
-            m.drift_raw_alarms.inc(alarms)
-        if onset is not None:
-            self._detected(onset, served)
-        elif self._monitors.episodes.cleared:
-            self._events.append("drift_cleared", sample=self.n_samples)
         self._intake.served(ids, batch, t_s, n_before + 1)
         flat = np.asarray(pred.labels).reshape(n, -1)[:, 0]
         preds: list[Any] = flat.astype(np.int64).tolist() if check.classifies else flat.tolist()
         outputs = pred.outputs.tolist()
-        p_vals = served.ood.p_values
-        pv: list[float | None] = list(p_vals) if len(p_vals) == n else [None] * n
         version = served.version
-        for slot, sid, p, o, v in zip(slots, ids, preds, outputs, pv, strict=True):
-            results[slot] = {
-                "sample_id": sid,
-                "prediction": p,
-                "outputs": o,
-                "ood_p_value": v,
-                "version": version,
-            }
+        rows: list[dict[str, Any]] = [
+            {"sample_id": sid, "prediction": p, "outputs": o, "ood_p_value": None,
+             "version": version}
+            for sid, p, o in zip(ids, preds, outputs, strict=True)
+        ]  # fmt: skip
+        if not results:
+            results = list(rows)
+        else:
+            for slot, row in zip(slots, rows, strict=True):
+                results[slot] = row
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append((ServedBatch(served, pred, batch, ids, n_before, t_s), rows))
+        self._pending_n += n
         return results
+
+    def _flush(self) -> None:
+        pending, self._pending, self._pending_n = self._pending, [], 0
+        current = self._slot.served
+        k = 0
+        while k < len(pending):  # blocks of consecutive batches served by one model
+            j = k + 1
+            while j < len(pending) and pending[j][0].served is pending[k][0].served:
+                j += 1
+            group = pending[k:j]
+            out = self._monitors.update([b for b, _ in group], current)
+            p_values, at = out.p_values, 0
+            for _, rows in group:
+                if len(p_values) >= at + len(rows):
+                    for row, p in zip(rows, p_values[at : at + len(rows)], strict=True):
+                        row["ood_p_value"] = p
+                at += len(rows)
+            if out.raw_alarms:
+                self._metrics.drift_raw_alarms.inc(out.raw_alarms)
+            for ev in out.events:
+                if isinstance(ev, Onset):
+                    self._detected(ev, group[0][0].served)
+                else:
+                    self._events.append("drift_cleared", sample=ev)
+            k = j
 
     def _detected(self, onset: Onset, served: Served) -> None:
         """A detection: counted once per episode, explained, logged."""

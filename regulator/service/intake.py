@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import count, repeat
 from typing import Any
 
 import numpy as np
@@ -23,6 +21,7 @@ from regulator.errors import InputError, RejectReason
 from regulator.service.inputs import InputCheck
 from regulator.service.labels import Label, LabelBuffer
 from regulator.service.monitors import RECENT_SAMPLES
+from regulator.service.recent import RecentInputs
 from regulator.turns import checkpoint
 
 __all__ = ["UNLABELLED_KEPT", "Intake", "LabelOutcome", "Split", "split_support"]
@@ -86,8 +85,7 @@ class Intake:
         self.buffer = buffer
         self._on_skip = on_skip
         self._lock = threading.Lock()
-        self._by_id: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
-        self._unlabelled: deque[tuple[np.ndarray, float, int]] = deque(maxlen=UNLABELLED_KEPT)
+        self._recent = RecentInputs(RECENT_SAMPLES)
         # labels_since's checks of stored labels against one served model's input, by
         # id(stored label): a recalibration re-reads every label of the environment,
         # and checking each again cost ~1.5 us a label of the recalibration thread's
@@ -95,14 +93,10 @@ class Intake:
         self._checked_for: InputCheck | None = None
         self._checked: dict[int, tuple[Label, Label | InputError]] = {}
 
-    def served(self, ids: list[str], arrs: Iterable[np.ndarray], t_s: float, first: int) -> None:
-        """Inputs just served (sample numbers ``first``, ``first + 1``, …)."""
-        rows = list(arrs)
-        with self._lock:  # C-level updates: this runs for every served batch
-            self._by_id.update(zip(ids, zip(rows, repeat(t_s)), strict=True))
-            self._unlabelled.extend(zip(rows, repeat(t_s), count(first)))
-            while len(self._by_id) > RECENT_SAMPLES:
-                self._by_id.popitem(last=False)
+    def served(self, ids: list[str], batch: np.ndarray, t_s: float, first: int) -> None:
+        """Inputs just served, ``[n, C, L]`` (sample numbers ``first``, ``first + 1``, …)."""
+        with self._lock:
+            self._recent.add(ids, batch, t_s, first)
 
     def add(
         self,
@@ -121,7 +115,7 @@ class Intake:
                 y_val = check.target(y)
                 if x is None:
                     with self._lock:
-                        rec = self._by_id.get(sid)
+                        rec = self._recent.get(sid)
                     if rec is None:
                         raise InputError(
                             f"sample {sid!r} is not (or no longer) kept", "unknown_sample"
@@ -175,19 +169,15 @@ class Intake:
 
     def unlabelled(self, since_sample: int, since_t: float, most: int) -> np.ndarray:
         """Up to ``most`` of the newest served inputs from sample ``since_sample`` and
-        time ``since_t`` on, ``[n, C, L]`` (``[0]`` when none)."""
+        time ``since_t`` on (of the newest :data:`UNLABELLED_KEPT`), ``[n, C, L]``
+        (``[0]`` when none)."""
         with self._lock:
-            items = [x for x, t, s in self._unlabelled if s >= since_sample and t >= since_t]
-        items = items[-most:]
-        return np.stack(items) if items else np.zeros((0,))
+            return self._recent.since(since_sample, since_t, most, UNLABELLED_KEPT)
 
     def time_of_sample(self, sample: int) -> float | None:
         """When sample number ``sample`` (or the first kept one after it) was served."""
         with self._lock:
-            for _, t, s in self._unlabelled:
-                if s >= sample:
-                    return t
-        return None
+            return self._recent.time_of(sample, UNLABELLED_KEPT)
 
     def __len__(self) -> int:
         return len(self.buffer)

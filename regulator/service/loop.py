@@ -9,7 +9,9 @@ see the same order of serving, labels and decisions.
 >>> class Rt:  # the part of a Runtime the loop uses
 ...     def __init__(self): self.t, self.ticks = 0.0, 0
 ...     def clock(self): return self.t
-...     def process_batch(self, items, t=None, checked=False): return [{} for _ in items]
+...     def process_batch(self, items, t=None, checked=False, defer=False):
+...         return [{} for _ in items]
+...     def flush(self): pass
 ...     def add_labels(self, items, t=None): return {"accepted": len(list(items))}
 ...     def tick(self, t=None): self.ticks += 1
 >>> rt = Rt(); loop = ServiceLoop(rt, feedback=None, tick_every_s=0.5)
@@ -78,8 +80,13 @@ class SampleClock:
 class _Runtime(Protocol):
     def clock(self) -> float: ...
     def process_batch(
-        self, items: list[tuple[str, Any]], t: float | None = None, checked: bool = False
+        self,
+        items: list[tuple[str, Any]],
+        t: float | None = None,
+        checked: bool = False,
+        defer: bool = False,
     ) -> list[dict[str, Any] | InputError]: ...
+    def flush(self) -> None: ...
     def add_labels(self, items: Any, t: float | None = None) -> dict[str, Any]: ...
     def tick(self, t: float | None = None) -> Any: ...
     def recalibration_pending(self, key: str | None = None) -> bool: ...
@@ -112,12 +119,14 @@ class ServiceLoop:
         self._lock = threading.RLock()
 
     def serve(
-        self, samples: Sequence[SourceSample], t: float | None = None
+        self, samples: Sequence[SourceSample], t: float | None = None, defer: bool = False
     ) -> list[dict[str, Any] | InputError]:
         """One round: serve ``samples`` together, then labels, then maybe a tick (on a
-        :class:`SampleClock`: owed, at ``t``, the latest of the samples' times)."""
+        :class:`SampleClock`: owed, at ``t``, the latest of the samples' times).
+        ``defer`` (wall clock only): more rounds follow at once, so the monitor updates
+        may wait for :meth:`flush`, which must come before the results are handed on."""
         if self.clock is None:
-            return self._round(samples, t)
+            return self._round(samples, t, defer=defer)
         with self._lock:
             t = self._catch_up(t if t is not None else max((s.t for s in samples), default=None))
             outs = self._round(samples, t, tick=False)
@@ -143,13 +152,22 @@ class ServiceLoop:
             self.deliver_labels()
             self.maybe_tick()
 
+    def flush(self) -> None:
+        """The monitor updates that deferred rounds left (see :meth:`serve`)."""
+        with self._lock:
+            self.rt.flush()
+
     def _round(
-        self, samples: Sequence[SourceSample], t: float | None, tick: bool = True
+        self,
+        samples: Sequence[SourceSample],
+        t: float | None,
+        tick: bool = True,
+        defer: bool = False,
     ) -> list[dict[str, Any] | InputError]:
         fb = self.feedback
         seen = [fb.observe(s) for s in samples] if fb is not None else list(samples)
         items = [(s.sample_id, s.x) for s in seen]
-        outs = self.rt.process_batch(items, t, self.checked) if seen else []
+        outs = self.rt.process_batch(items, t, self.checked, defer) if seen else []
         self.deliver_labels(t)
         if tick:
             self.maybe_tick(t)
@@ -182,6 +200,7 @@ class ServiceLoop:
             return
         ready = self.feedback.pop_ready()
         if ready:
+            self.rt.flush()  # the labels meet every prediction served before them
             with contextlib.suppress(StorageFullError):
                 self.rt.add_labels([(sid, y, None) for sid, y in ready], t)
 

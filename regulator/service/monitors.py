@@ -1,6 +1,6 @@
 """The monitor set of one device: energy, spike density, delayed-label accuracy, the
 drift episodes of the served model's OOD monitor, and the window that explains a
-detection. :meth:`MonitorSet.update` takes one served batch; :meth:`snapshot` is the
+detection. :meth:`MonitorSet.update` takes a block of served batches; :meth:`snapshot` is the
 one read of every signal (rules, status, the scrape-time collector).
 """
 
@@ -23,10 +23,45 @@ if TYPE_CHECKING:
     from regulator.meta.model import Prediction
     from regulator.service.slot import Served
 
-__all__ = ["RECENT_SAMPLES", "MonitorSet", "Snapshot", "ood_threshold"]
+__all__ = [
+    "RECENT_SAMPLES",
+    "BlockOutcome",
+    "MonitorSet",
+    "ServedBatch",
+    "Snapshot",
+    "ood_threshold",
+]
 
 RECENT_SAMPLES = 4096
 """Predictions kept waiting for their labels (as many as the inputs kept for them)."""
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(a) for a in parts])
+
+
+@dataclass(frozen=True, slots=True)
+class ServedBatch:
+    """One chip forward as the monitors see it: its model, prediction, inputs
+    ``[n, C, L]``, sample ids, the samples served before it and its time (seconds)."""
+
+    served: Served
+    pred: Prediction
+    batch: np.ndarray
+    ids: list[str]
+    n_before: int
+    t_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutcome:
+    """What one :meth:`MonitorSet.update` found: the raw alarms, in serving order the
+    detections (an :class:`Onset`) and ends of episodes (the sample number where it
+    ended), and the block's OOD p-values (one per sample, in order)."""
+
+    raw_alarms: int
+    events: list[Onset | int]
+    p_values: tuple[float, ...]
 
 
 def ood_threshold(policy: Policy) -> float:
@@ -109,48 +144,52 @@ class MonitorSet:
 
     # -- updates -----------------------------------------------------------------------
 
-    def update(
-        self,
-        served: Served,
-        pred: Prediction,
-        batch: np.ndarray,
-        ids: list[str],
-        n_before: int,
-        t_s: float,
-    ) -> tuple[int, Onset | None]:
-        """One served batch (``n_before`` samples served before it): every monitor is
-        updated once. Returns the raw alarms it raised and the detection, if any."""
+    def update(self, block: list[ServedBatch], current: Served) -> BlockOutcome:
+        """Batches served one after another by one model (a block: the serving path
+        defers the monitors' work over a few batches, see :mod:`~regulator.service.
+        inference`); every monitor is updated once for the whole block. Batches of a
+        model no longer ``current`` (swapped out since) only get their p-values: their
+        alarms, inputs and predictions say nothing about the model serving now."""
         with self._lock:
-            return self._update(served, pred, batch, ids, n_before, t_s)
+            return self._update(block, current)
 
-    def _update(
-        self,
-        served: Served,
-        pred: Prediction,
-        batch: np.ndarray,
-        ids: list[str],
-        n_before: int,
-        t_s: float,
-    ) -> tuple[int, Onset | None]:
-        n = len(batch)
-        self.report_energy(pred.energy_j, 0.0, t_s, n)
-        self.density.update(pred.telemetry)
+    def _update(self, block: list[ServedBatch], current: Served) -> BlockOutcome:
+        served = block[0].served
         ood = served.ood
+        one = len(block) == 1
+        first = block[0]
+        hidden = first.pred.hidden_counts if one else _cat([b.pred.hidden_counts for b in block])
+        outputs = first.pred.outputs if one else _cat([b.pred.outputs for b in block])
+        n_total = len(hidden)
         alarms0 = ood.n_alarms
-        ood.update(pred.hidden_counts, pred.outputs)
-        self.window.add(batch)
+        ood.update(hidden, outputs)
         new = ood.n_alarms - alarms0
-        offset = n_before + n - ood.n_seen  # global sample = offset + detector index + 1
-        first = tuple(getattr(ood.detector, "alarm_indices", ()))
-        first_sample = offset + first[0] + 1 if first else n_before + n
-        onset = self.episodes.observe(new, first_sample, n_before + n, t_s)
-        if onset is not None:
-            change = getattr(ood.detector, "change_index", None)
-            if change is not None:
-                self.episodes.note_change_point(offset + int(change) + 1)
-        flat = np.asarray(pred.labels).reshape(n, -1)[:, 0]
-        self.accuracy.record(ids, flat)
-        return new, onset
+        p_values = ood.p_values
+        if served is not current:
+            return BlockOutcome(new, [], p_values)
+        for b in block:  # per forward: the power window and the density window count forwards
+            self.report_energy(b.pred.energy_j, 0.0, b.t_s, len(b.ids))
+            self.density.update(b.pred.telemetry)
+        self.window.add(first.batch if one else _cat([b.batch for b in block]))
+        ids = first.ids if one else [sid for b in block for sid in b.ids]
+        labels = [np.asarray(b.pred.labels).reshape(len(b.ids), -1)[:, 0] for b in block]
+        self.accuracy.record(ids, labels[0] if one else np.concatenate(labels))
+        # global sample number = offset + detector index + 1
+        offset = first.n_before + n_total - ood.n_seen
+        alarm_samples = [offset + i + 1 for i in getattr(ood.detector, "alarm_indices", ())]
+        events: list[Onset | int] = []
+        for b in block:  # the episodes latch batch by batch, as each was served
+            end = b.n_before + len(b.ids)
+            mine = [s for s in alarm_samples if b.n_before < s <= end]
+            onset = self.episodes.observe(len(mine), mine[0] if mine else end, end, b.t_s)
+            if onset is not None:
+                change = getattr(ood.detector, "change_index", None)
+                if change is not None:
+                    self.episodes.note_change_point(offset + int(change) + 1)
+                events.append(onset)
+            elif self.episodes.cleared:
+                events.append(end)
+        return BlockOutcome(new, events, p_values)
 
     def report_energy(self, inference_j: float, learning_j: float, t_s: float, n: int) -> None:
         """From either thread. A recalibration reports its learning energy at its start

@@ -244,11 +244,21 @@ class Runtime:
         return out
 
     def process_batch(
-        self, items: list[tuple[str, Any]], t: float | None = None, checked: bool = False
+        self,
+        items: list[tuple[str, Any]],
+        t: float | None = None,
+        checked: bool = False,
+        defer: bool = False,
     ) -> list[Result]:
         """Serve samples together (one chip forward): one result per item, in order, or
-        the InputError that rejected it (counted, the others still served)."""
-        return self.inference.serve(items, self.clock() if t is None else t, checked)
+        the InputError that rejected it (counted, the others still served). ``defer``:
+        the caller has more to serve and calls :meth:`flush` before it hands the
+        results on (their ``ood_p_value`` is filled in then)."""
+        return self.inference.serve(items, self.clock() if t is None else t, checked, defer)
+
+    def flush(self) -> None:
+        """The monitor updates that serving deferred (see :meth:`Inference.flush`)."""
+        self.inference.flush()
 
     def explain(self, sample: int) -> None:
         """Explain a detection at ``sample`` (see :meth:`Inference.explain`)."""
@@ -299,6 +309,7 @@ class Runtime:
     def tick(self, t: float | None = None) -> list[Decision]:
         """Evaluate the rules once and act on their decisions."""
         t_now = self.clock() if t is None else t
+        self.inference.flush()  # the rules read every sample served so far
         self._last_tick_mono = time.monotonic()
         self.metrics.last_tick.set(time.time())  # the gauge is a timestamp
         self.collector.ensure_layers(self.monitors.density.layer_names)

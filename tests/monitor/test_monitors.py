@@ -65,3 +65,31 @@ def test_accuracy_delayed_labels() -> None:
     assert AccuracyMonitor().accuracy is None
     with pytest.raises(InputError):
         m.update([1, 2], [1])
+
+
+def test_accuracy_keeps_the_newest_predictions_across_many_batches() -> None:
+    """Predictions recorded batch by batch: the newest ``max_pending`` wait (an id
+    recorded again counts as its newest), the others are counted dropped, and the
+    state round-trips."""
+    m = AccuracyMonitor(window=100, max_pending=50)
+    for b in range(30):  # 30 batches of 4: ids 0..119
+        m.record([4 * b + k for k in range(4)], [(4 * b + k) % 3 for k in range(4)])
+    assert m.n_pending == 50 and m.summary()["n_dropped_predictions"] == 70
+    assert m.label([0, 69], [0, 0]) == 0  # both forgotten
+    assert m.label([70, 119, 100], [70 % 3, 0, 100 % 3]) == 3
+    assert m.accuracy == pytest.approx(2 / 3)
+    m.record([119], [2])  # again: only this one waits for 119
+    assert m.label([119], [2]) == 1 and m.label([119], [2]) == 0
+    restored = AccuracyMonitor(window=100, max_pending=50)
+    restored.load_state_dict(m.state_dict())
+    assert restored.summary() == m.summary()
+    assert restored.label([101], [101 % 3]) == 1 and m.label([101], [101 % 3]) == 1
+
+
+def test_a_label_before_its_prediction_is_matched_when_it_is_recorded() -> None:
+    m = AccuracyMonitor(window=10)
+    assert m.label(["a", "b"], [1, 0]) == 0
+    assert m.n_unmatched_labels == 2
+    m.record(["a", "c"], [1, 1])
+    assert m.n_labelled == 1 and m.accuracy == 1.0 and m.n_unmatched_labels == 1
+    assert m.n_pending == 1  # c

@@ -20,9 +20,14 @@ class Recorder:
         self.calls: list[tuple[str, float]] = []
         self.job: threading.Event | None = None  # a recalibration "running" until set
 
-    def process_batch(self, items: Any, t: float | None = None, checked: bool = False) -> Any:
+    def process_batch(
+        self, items: Any, t: float | None = None, checked: bool = False, defer: bool = False
+    ) -> Any:
         self.calls.append(("serve:" + ",".join(sid for sid, _ in items), self.clock()))
         return [{"sample_id": sid} for sid, _ in items]
+
+    def flush(self) -> None:
+        pass
 
     def add_labels(self, items: Any, t: float | None = None) -> dict[str, Any]:
         items = list(items)
