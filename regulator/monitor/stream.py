@@ -31,6 +31,10 @@ def _ewma(prev: float | None, x: np.ndarray, a: float) -> float | None:
     return float((1.0 - a) ** n * prev + float(_ewma_weights(a, n) @ x))
 
 
+_EMPTY = np.zeros(0)
+_EMPTY.flags.writeable = False
+
+
 @functools.lru_cache(maxsize=64)
 def _ewma_weights(a: float, n: int) -> np.ndarray:
     """The closed form's weights ``a (1 - a)^(n-1-i)`` (read-only; a served batch's
@@ -93,9 +97,11 @@ class OODMonitor(Monitor):
 
     def reset(self) -> None:
         self._detector.reset()
-        self._scores: list[float] = []
-        self._p: list[float] = []
-        self._p_tail: list[float] = []
+        # the last batch's, as arrays (a block of a few hundred samples: no per-sample
+        # Python floats on the serving path)
+        self._scores: np.ndarray = _EMPTY
+        self._p: np.ndarray = _EMPTY
+        self._p_tail: np.ndarray = _EMPTY
         self._ewma_score: float | None = None
         self._ewma_p: float | None = None
         self._ewma_p_tail: float | None = None
@@ -108,9 +114,9 @@ class OODMonitor(Monitor):
         p = cal.p_values(scores)
         self._detector.update(p)
         p_tail = cal.tail_p_values(scores, p)
-        self._scores = scores.tolist()
-        self._p = p.tolist()
-        self._p_tail = p_tail.tolist()
+        self._scores = np.asarray(scores, dtype=np.float64)
+        self._p = np.asarray(p, dtype=np.float64)
+        self._p_tail = np.asarray(p_tail, dtype=np.float64)
         self._ewma_score = _ewma(self._ewma_score, scores, self._alpha)
         self._ewma_p = _ewma(self._ewma_p, p, self._alpha)
         self._ewma_p_tail = _ewma(self._ewma_p_tail, p_tail, self._alpha)
@@ -121,18 +127,25 @@ class OODMonitor(Monitor):
     @property
     def scores(self) -> tuple[float, ...]:
         """Scores of the last batch."""
-        return tuple(self._scores)
+        return tuple(self._scores.tolist())
 
     @property
     def p_values(self) -> tuple[float, ...]:
         """Conformal p-values of the last batch."""
-        return tuple(self._p)
+        return tuple(self._p.tolist())
+
+    @property
+    def p_value_array(self) -> np.ndarray:
+        """:attr:`p_values` as a read-only array ``[n]`` (no copy)."""
+        out = self._p.view()
+        out.flags.writeable = False
+        return out
 
     @property
     def tail_p_values(self) -> tuple[float, ...]:
         """The last batch's p-values with an exponential tail below the calibration
         grid's floor (for display; the detector reads :attr:`p_values`)."""
-        return tuple(self._p_tail)
+        return tuple(self._p_tail.tolist())
 
     @property
     def mean_tail_p_value(self) -> float | None:
@@ -142,7 +155,7 @@ class OODMonitor(Monitor):
     @property
     def score(self) -> float | None:
         """Score of the most recent sample."""
-        return self._scores[-1] if self._scores else None
+        return float(self._scores[-1]) if len(self._scores) else None
 
     @property
     def mean_score(self) -> float | None:
@@ -205,9 +218,9 @@ class OODMonitor(Monitor):
     def _get_state(self) -> dict[str, Any]:
         return {
             "detector": self._detector.state_dict(),
-            "scores": list(self._scores),
-            "p": list(self._p),
-            "p_tail": list(self._p_tail),
+            "scores": self._scores.tolist(),
+            "p": self._p.tolist(),
+            "p_tail": self._p_tail.tolist(),
             "ewma_score": self._ewma_score,
             "ewma_p": self._ewma_p,
             "ewma_p_tail": self._ewma_p_tail,
@@ -216,12 +229,14 @@ class OODMonitor(Monitor):
 
     def _set_state(self, state: Mapping[str, Any]) -> None:
         self._detector.load_state_dict(state["detector"])
-        self._scores = [float(v) for v in state["scores"]]
-        self._p = [float(v) for v in state["p"]]
+        self._scores = np.asarray([float(v) for v in state["scores"]], dtype=np.float64)
+        self._p = np.asarray([float(v) for v in state["p"]], dtype=np.float64)
         self._ewma_score = None if state["ewma_score"] is None else float(state["ewma_score"])
         self._ewma_p = None if state["ewma_p"] is None else float(state["ewma_p"])
         # states saved before the tail p-values existed restore without them
-        self._p_tail = [float(v) for v in state.get("p_tail", state["p"])]
+        self._p_tail = np.asarray(
+            [float(v) for v in state.get("p_tail", state["p"])], dtype=np.float64
+        )
         tail = state.get("ewma_p_tail", state["ewma_p"])
         self._ewma_p_tail = None if tail is None else float(tail)
         self._n = int(state["n"])

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,6 +31,7 @@ from regulator.service.executor import ProcessExecutor
 from regulator.service.logging import configure_logging
 from regulator.service.loop import TICK_EVERY_S, SampleClock, ServiceLoop
 from regulator.service.replies import Replies
+from regulator.service.rows import Result, ServedRows
 from regulator.service.runtime import Runtime
 from regulator.service.scheduler import Scheduler
 from regulator.service.sdnotify import Notifier, watchdog_interval_s
@@ -229,7 +231,7 @@ class Daemon:
             # n_steps is); what does not fit this round goes back to the queue.
             t_round = time.monotonic()
             k = 0
-            held: list[tuple[list[SourceSample], list[Any]]] = []
+            held: list[tuple[list[SourceSample], Sequence[Result]]] = []
             while k < len(batch) and not self.stop_requested.is_set():
                 size = 1  # the first forward measures what one sample costs
                 if per_sample_s > 0:
@@ -267,13 +269,17 @@ class Daemon:
                 log.info("source exhausted; still serving the API until stopped")
                 done.clear()
 
-    def _deliver(self, held: list[tuple[list[SourceSample], list[Any]]]) -> None:
+    def _deliver(self, held: list[tuple[list[SourceSample], Sequence[Result]]]) -> None:
         """Hand served results to the requests waiting for them (then forget them)."""
         for chunk, outs in held:
             self.replies.deliver([s.sample_id for s in chunk], outs)
-            for s, out in zip(chunk, outs, strict=True):
-                if isinstance(out, InputError):
-                    log.warning("sample %s rejected: %s", s.sample_id, out)
+            errors = (
+                outs.errors
+                if isinstance(outs, ServedRows)
+                else {i: o for i, o in enumerate(outs) if isinstance(o, InputError)}
+            )  # no row is made here: a waiting request makes its own
+            for i, err in errors.items():
+                log.warning("sample %s rejected: %s", chunk[i].sample_id, err)
         held.clear()
 
     def reload(self) -> None:

@@ -48,11 +48,17 @@ class DriftWindow:
     def __init__(self, size: int = WINDOW) -> None:
         self._x: deque[np.ndarray] = deque(maxlen=size)
 
-    def add(self, x: np.ndarray) -> None:
-        """One served batch of inputs ``[n, C, L]``."""
-        a = np.asarray(x, dtype=np.float32)
+    def add(self, *batches: np.ndarray) -> None:
+        """Served batches of inputs ``[n, C, L]``, oldest first; only the newest
+        ``size`` rows stay, so only the batches that hold them are read."""
         keep = self._x.maxlen
-        self._x.extend(a if keep is None else a[-keep:])  # only the newest stay anyway
+        start, rows = len(batches), 0
+        while start > 0 and (keep is None or rows < keep):
+            start -= 1
+            rows += len(batches[start])
+        for x in batches[start:]:
+            a = np.asarray(x, dtype=np.float32)
+            self._x.extend(a if keep is None else a[-keep:])
 
     def clear(self) -> None:
         self._x.clear()

@@ -17,6 +17,7 @@ from regulator.service.episode import Onset
 from regulator.service.intake import Intake
 from regulator.service.metrics import Metrics
 from regulator.service.monitors import MonitorSet, ServedBatch
+from regulator.service.rows import Result, ServedRows
 from regulator.service.slot import Served, ServingSlot
 from regulator.service.state import EventLog
 from regulator.turns import Turns
@@ -29,10 +30,6 @@ DEFER_SAMPLES = 256
 DEFER_S = 0.05
 """And for at most this long (seconds): a scrape never reads signals older than that
 plus one batch."""
-
-Result = dict[str, Any] | InputError
-"""One served sample (``sample_id``, ``prediction``, ``outputs``, ``ood_p_value``,
-``version``), or the InputError that refused it."""
 
 
 class Inference:
@@ -58,7 +55,7 @@ class Inference:
         self._inference_j = metrics.energy.labels(phase="inference")  # looked up once
         self.n_samples = 0
         # batches served whose monitor updates wait for flush(), with their result rows
-        self._pending: list[tuple[ServedBatch, list[dict[str, Any]]]] = []
+        self._pending: list[tuple[ServedBatch, ServedRows]] = []
         self._pending_n = 0
         self._pending_since = 0.0  # time.monotonic() when the oldest one was served
         self.detections: list[dict[str, Any]] = []
@@ -70,20 +67,36 @@ class Inference:
         t_s: float,
         checked: bool = False,
         defer: bool = False,
-    ) -> list[Result]:
+    ) -> ServedRows:
         """Serve samples together (one chip forward): one result per item, in order.
         ``checked``: the inputs were checked against the served model already (at the
         HTTP edge), so they are only stacked. ``defer``: the monitors may wait (see
         :meth:`flush`); the results' ``ood_p_value`` is filled in when they run. One
         turn (see :mod:`regulator.turns`)."""
         with self._turns.serving():
-            results = self._serve(items, t_s, checked)
-            n = self._pending_n
-            if n and (
-                not defer or n >= DEFER_SAMPLES or time.monotonic() - self._pending_since >= DEFER_S
-            ):
-                self._flush()
-            return results
+            return self._then(self._serve(items, t_s, checked), defer)
+
+    def serve_array(
+        self, ids: list[str], x: np.ndarray, t_s: float, defer: bool = False
+    ) -> ServedRows:
+        """Serve samples given as one array ``[n, C, L]`` with their ``ids`` (a request's
+        samples, as the bare chip forward takes them): checked as a whole (a row with
+        non-finite values is refused alone; a wrong shape refuses them all, InputError).
+        Otherwise as :meth:`serve`."""
+        if len(ids) != len(x):
+            raise InputError(f"{len(ids)} ids for {len(x)} samples", "bad_shape")
+        with self._turns.serving():
+            batch, errors = self._slot.served.check.array(x)
+            good = ids if not errors else [s for i, s in enumerate(ids) if i not in errors]
+            return self._then(self._forward(good, batch, len(ids), errors, t_s), defer)
+
+    def _then(self, rows: ServedRows, defer: bool) -> ServedRows:
+        n = self._pending_n
+        if n and (
+            not defer or n >= DEFER_SAMPLES or time.monotonic() - self._pending_since >= DEFER_S
+        ):
+            self._flush()
+        return rows
 
     @property
     def n_deferred(self) -> int:
@@ -99,35 +112,44 @@ class Inference:
         with self._turns.serving():
             self._flush()
 
-    def _serve(self, items: list[tuple[str, Any]], t_s: float, checked: bool) -> list[Result]:
-        m = self._metrics
-        served = self._slot.served
-        check = served.check
-        results: list[Result] = []
-        ids: list[str] = []
-        slots: list[int] = []
+    def _serve(self, items: list[tuple[str, Any]], t_s: float, checked: bool) -> ServedRows:
+        check = self._slot.served.check
+        errors: dict[int, InputError] = {}
+        if not items:
+            return ServedRows.refused(errors, 0, self._slot.served.version)
         if checked:
-            batch: np.ndarray | None = np.stack([x for _, x in items]) if items else None
+            batch: np.ndarray | None = np.stack([x for _, x in items])
         else:
             batch = check.batch([x for _, x in items])
         if batch is not None:  # the common case: one check for the whole batch
             ids = [sid for sid, _ in items]
-            slots = list(range(len(items)))
         else:
-            arrs: list[np.ndarray] = []
-            for sid, x in items:
+            ids, arrs = [], []
+            for i, (sid, x) in enumerate(items):
                 try:
                     arrs.append(check.sample(x))
                 except InputError as err:
-                    m.samples_rejected.labels(reason=err.reason).inc()
-                    results.append(err)
+                    errors[i] = err
                     continue
                 ids.append(sid)
-                slots.append(len(results))
-                results.append({})  # replaced below
-            if not arrs:
-                return results
-            batch = np.stack(arrs)
+            batch = np.stack(arrs) if arrs else None
+        return self._forward(ids, batch, len(items), errors, t_s)
+
+    def _forward(
+        self,
+        ids: list[str],
+        batch: np.ndarray | None,
+        n_items: int,
+        errors: dict[int, InputError],
+        t_s: float,
+    ) -> ServedRows:
+        """One chip forward of the checked ``batch`` (None: every item was refused)."""
+        m = self._metrics
+        served = self._slot.served
+        for err in errors.values():
+            m.samples_rejected.labels(reason=err.reason).inc()
+        if batch is None or not len(batch):
+            return ServedRows.refused(errors, n_items, served.version)
         self._slot.age(t_s)
         t0 = time.perf_counter()
         pred = served.model.predict(batch)
@@ -135,34 +157,19 @@ class Inference:
         n = len(batch)
         n_before = self.n_samples
         self.n_samples += n
-        m.samples.inc(n)
-        m.inference_seconds.observe(dt)  # one chip forward, whatever its batch size
-        m.synaptic_ops.inc(pred.telemetry.synaptic_ops)
-        self._inference_j.inc(pred.energy_j)
-        m.dense_ann_energy.inc(pred.dense_ann_j)
         self._intake.served(ids, batch, t_s, n_before + 1)
-        flat = np.asarray(pred.labels).reshape(n, -1)[:, 0]
-        preds: list[Any] = flat.astype(np.int64).tolist() if check.classifies else flat.tolist()
-        outputs = pred.outputs.tolist()
-        version = served.version
-        rows: list[dict[str, Any]] = [
-            {"sample_id": sid, "prediction": p, "outputs": o, "ood_p_value": None,
-             "version": version}
-            for sid, p, o in zip(ids, preds, outputs, strict=True)
-        ]  # fmt: skip
-        if not results:
-            results = list(rows)
-        else:
-            for slot, row in zip(slots, rows, strict=True):
-                results[slot] = row
+        rows = ServedRows(
+            n_items, ids, pred.labels, pred.outputs, served.version, errors, served.check.classifies
+        )
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append((ServedBatch(served, pred, batch, ids, n_before, t_s), rows))
+        self._pending.append((ServedBatch(served, pred, batch, ids, n_before, t_s, dt), rows))
         self._pending_n += n
-        return results
+        return rows
 
     def _flush(self) -> None:
         pending, self._pending, self._pending_n = self._pending, [], 0
+        self._count([b for b, _ in pending])
         current = self._slot.served
         k = 0
         while k < len(pending):  # blocks of consecutive batches served by one model
@@ -171,12 +178,10 @@ class Inference:
                 j += 1
             group = pending[k:j]
             out = self._monitors.update([b for b, _ in group], current)
-            p_values, at = out.p_values, 0
+            at = 0
             for _, rows in group:
-                if len(p_values) >= at + len(rows):
-                    for row, p in zip(rows, p_values[at : at + len(rows)], strict=True):
-                        row["ood_p_value"] = p
-                at += len(rows)
+                rows.set_p_values(out.p_values, at)
+                at += len(rows.ids)
             if out.raw_alarms:
                 self._metrics.drift_raw_alarms.inc(out.raw_alarms)
             for ev in out.events:
@@ -185,6 +190,23 @@ class Inference:
                 else:
                     self._events.append("drift_cleared", sample=ev)
             k = j
+
+    def _count(self, block: list[ServedBatch]) -> None:
+        """The metrics of the forwards in ``block``, once for all of them (the scrape
+        lags serving by at most one block, as the monitors' signals do)."""
+        m = self._metrics
+        n = 0
+        ops = joules = dense_j = 0.0
+        for b in block:
+            n += len(b.ids)
+            ops += b.pred.telemetry.synaptic_ops
+            joules += b.pred.energy_j
+            dense_j += b.pred.dense_ann_j
+            m.inference_seconds.observe(b.forward_s)  # one chip forward, whatever its size
+        m.samples.inc(n)
+        m.synaptic_ops.inc(ops)
+        self._inference_j.inc(joules)
+        m.dense_ann_energy.inc(dense_j)
 
     def _detected(self, onset: Onset, served: Served) -> None:
         """A detection: counted once per episode, explained, logged."""

@@ -100,6 +100,35 @@ class InputCheck:
             return None
         return batch
 
+    def array(self, x: Any) -> tuple[np.ndarray, dict[int, InputError]]:
+        """Samples given as one array ``[n, C, L]`` (``[n, C]`` when ``L`` is 1): the
+        good ones, copied as float32 (the caller may reuse its buffer), and the refused
+        ones' errors by row (non-finite values). An array of the wrong shape or type is
+        refused whole: InputError ``bad_shape`` or ``bad_value``."""
+        try:
+            arr = np.array(x, dtype=np.float32)  # a copy
+        except (ValueError, TypeError) as err:
+            raise InputError(f"samples must be numbers: {err}", "bad_value") from None
+        if arr.ndim == 2 and self.length == 1:
+            arr = arr[:, :, None]
+        n_ch, length = self.n_channels, self.length
+        if (
+            arr.ndim != 3
+            or (n_ch is not None and arr.shape[1] != n_ch)
+            or (length is not None and arr.shape[2] != length)
+        ):
+            raise InputError(
+                f"samples must be [n, {n_ch}, {length}], got {list(arr.shape)}", "bad_shape"
+            )
+        if np.isfinite(arr).all():  # the common case: one pass
+            return arr, {}
+        good = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+        errors = {
+            int(i): InputError("sample holds NaN or infinite values", "non_finite")
+            for i in np.flatnonzero(~good)
+        }
+        return arr[good], errors
+
     def target(self, y: Any) -> int | float:
         """``y`` as the model takes it: a class index, or a finite number."""
         if self.classifies:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,9 @@ def split_support(
     return Split(support, holdout, need)
 
 
+_HANDOFF = 64  # served batches handed over to the recent inputs at a time
+
+
 class Intake:
     """Served inputs kept for their labels, and the durable label buffer."""
 
@@ -86,6 +90,9 @@ class Intake:
         self._on_skip = on_skip
         self._lock = threading.Lock()
         self._recent = RecentInputs(RECENT_SAMPLES)
+        # batches just served, handed over without the lock (deque.append is atomic):
+        # serving pays no lock round trip; every reader moves them into _recent first
+        self._incoming: deque[tuple[list[str], np.ndarray, float, int]] = deque()
         # labels_since's checks of stored labels against one served model's input, by
         # id(stored label): a recalibration re-reads every label of the environment,
         # and checking each again cost ~1.5 us a label of the recalibration thread's
@@ -94,9 +101,20 @@ class Intake:
         self._checked: dict[int, tuple[Label, Label | InputError]] = {}
 
     def served(self, ids: list[str], batch: np.ndarray, t_s: float, first: int) -> None:
-        """Inputs just served, ``[n, C, L]`` (sample numbers ``first``, ``first + 1``, …)."""
-        with self._lock:
-            self._recent.add(ids, batch, t_s, first)
+        """Inputs just served, ``[n, C, L]`` (sample numbers ``first``, ``first + 1``, …).
+        The serving thread's only call: the lock is taken once per ``_HANDOFF`` batches."""
+        incoming = self._incoming
+        incoming.append((ids, batch, t_s, first))
+        if len(incoming) >= _HANDOFF:  # bounded, whether or not labels come
+            with self._lock:
+                self._recent_now()
+
+    def _recent_now(self) -> RecentInputs:
+        """The recent inputs with every batch served so far (the caller holds the lock)."""
+        incoming, recent = self._incoming, self._recent
+        while incoming:
+            recent.add(*incoming.popleft())
+        return recent
 
     def add(
         self,
@@ -115,7 +133,7 @@ class Intake:
                 y_val = check.target(y)
                 if x is None:
                     with self._lock:
-                        rec = self._recent.get(sid)
+                        rec = self._recent_now().get(sid)
                     if rec is None:
                         raise InputError(
                             f"sample {sid!r} is not (or no longer) kept", "unknown_sample"
@@ -172,12 +190,12 @@ class Intake:
         time ``since_t`` on (of the newest :data:`UNLABELLED_KEPT`), ``[n, C, L]``
         (``[0]`` when none)."""
         with self._lock:
-            return self._recent.since(since_sample, since_t, most, UNLABELLED_KEPT)
+            return self._recent_now().since(since_sample, since_t, most, UNLABELLED_KEPT)
 
     def time_of_sample(self, sample: int) -> float | None:
         """When sample number ``sample`` (or the first kept one after it) was served."""
         with self._lock:
-            return self._recent.time_of(sample, UNLABELLED_KEPT)
+            return self._recent_now().time_of(sample, UNLABELLED_KEPT)
 
     def __len__(self) -> int:
         return len(self.buffer)

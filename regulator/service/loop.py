@@ -39,7 +39,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from regulator.errors import InputError, StorageFullError
+from regulator.errors import StorageFullError
+from regulator.service.rows import Result
 from regulator.tasks.sources import FeedbackChannel, SourceSample
 
 __all__ = ["SETTLE_POLL_S", "TICK_EVERY_S", "SampleClock", "ServiceLoop"]
@@ -85,7 +86,7 @@ class _Runtime(Protocol):
         t: float | None = None,
         checked: bool = False,
         defer: bool = False,
-    ) -> list[dict[str, Any] | InputError]: ...
+    ) -> Sequence[Result]: ...
     def flush(self) -> None: ...
     def add_labels(self, items: Any, t: float | None = None) -> dict[str, Any]: ...
     def tick(self, t: float | None = None) -> Any: ...
@@ -120,7 +121,7 @@ class ServiceLoop:
 
     def serve(
         self, samples: Sequence[SourceSample], t: float | None = None, defer: bool = False
-    ) -> list[dict[str, Any] | InputError]:
+    ) -> Sequence[Result]:
         """One round: serve ``samples`` together, then labels, then maybe a tick (on a
         :class:`SampleClock`: owed, at ``t``, the latest of the samples' times).
         ``defer`` (wall clock only): more rounds follow at once, so the monitor updates
@@ -163,7 +164,7 @@ class ServiceLoop:
         t: float | None,
         tick: bool = True,
         defer: bool = False,
-    ) -> list[dict[str, Any] | InputError]:
+    ) -> Sequence[Result]:
         fb = self.feedback
         seen = [fb.observe(s) for s in samples] if fb is not None else list(samples)
         items = [(s.sample_id, s.x) for s in seen]

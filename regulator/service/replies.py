@@ -3,7 +3,8 @@ loop that serves it to the HTTP thread that waits for it.
 
 The HTTP thread registers a :class:`Reply` before it queues the sample (so the main
 loop cannot serve it first), the main loop delivers each served sample's result by id
-after its round (serve, labels, tick), and the HTTP thread waits with a deadline. A
+after its round (serve, labels, tick), and the HTTP thread waits with a deadline and
+makes the result's row itself (:class:`~regulator.service.rows.ServedRows`). A
 sample id pushed twice gets its replies in the order it was pushed.
 
 >>> replies = Replies()
@@ -20,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from regulator.service.inference import Result
+from regulator.service.rows import Result
 
 __all__ = ["Replies", "Reply"]
 
@@ -28,15 +29,22 @@ __all__ = ["Replies", "Reply"]
 class Reply:
     """One sample's result, once served (a result dict or the InputError that refused it)."""
 
-    __slots__ = ("_event", "result")
+    __slots__ = ("_at", "_event", "_results")
 
     def __init__(self) -> None:
-        self.result: Result | None = None
+        self._results: Sequence[Result] | None = None
+        self._at = 0
         self._event = threading.Event()
 
-    def set(self, result: Result) -> None:
-        self.result = result
+    def set(self, results: Sequence[Result], at: int) -> None:
+        """Served: the result is ``results[at]`` (read, and a row made, by the waiter)."""
+        self._results, self._at = results, at
         self._event.set()
+
+    @property
+    def result(self) -> Result | None:
+        """The result once served, else None."""
+        return None if self._results is None else self._results[self._at]
 
     def wait(self, timeout_s: float) -> bool:
         """True once served; False if ``timeout_s`` passed first."""
@@ -73,14 +81,16 @@ class Replies:
         if not self._by_id:  # nobody waits: the common case of a pushing source
             return
         with self._lock:
-            for sid, res in zip(ids, results, strict=True):
+            if len(ids) != len(results):
+                raise ValueError(f"{len(ids)} ids for {len(results)} results")
+            for at, sid in enumerate(ids):
                 q = self._by_id.get(sid)
                 if q is None:
                     continue
                 reply = q.popleft()
                 if not q:
                     del self._by_id[sid]
-                reply.set(res)
+                reply.set(results, at)
 
     def __len__(self) -> int:
         with self._lock:

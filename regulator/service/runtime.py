@@ -35,7 +35,7 @@ from regulator.service.collector import ScrapeCollector, bind_storage_gauges
 from regulator.service.control import Controls
 from regulator.service.episode import QUIET_SAMPLES
 from regulator.service.executor import Executor, InlineExecutor
-from regulator.service.inference import Inference, Result
+from regulator.service.inference import Inference
 from regulator.service.intake import Intake
 from regulator.service.jobs import Mode, RecalibrationResult
 from regulator.service.metrics import Metrics
@@ -43,6 +43,7 @@ from regulator.service.monitors import MonitorSet, Snapshot, ood_threshold
 from regulator.service.paths import repo_root, resolve_path
 from regulator.service.recalibration import Recalibrator
 from regulator.service.reload import ReloadOutcome, restart_only_changes
+from regulator.service.rows import ServedRows
 from regulator.service.scheduler import Scheduler
 from regulator.service.schedules import IntervalSchedules, install_cron
 from regulator.service.slot import Served, ServingSlot, prime_detector
@@ -249,12 +250,18 @@ class Runtime:
         t: float | None = None,
         checked: bool = False,
         defer: bool = False,
-    ) -> list[Result]:
+    ) -> ServedRows:
         """Serve samples together (one chip forward): one result per item, in order, or
         the InputError that rejected it (counted, the others still served). ``defer``:
         the caller has more to serve and calls :meth:`flush` before it hands the
         results on (their ``ood_p_value`` is filled in then)."""
         return self.inference.serve(items, self.clock() if t is None else t, checked, defer)
+
+    def process_array(
+        self, ids: list[str], x: np.ndarray, t: float | None = None, defer: bool = False
+    ) -> ServedRows:
+        """Serve samples given as one array ``[n, C, L]`` (see :meth:`Inference.serve_array`)."""
+        return self.inference.serve_array(ids, x, self.clock() if t is None else t, defer)
 
     def flush(self) -> None:
         """The monitor updates that serving deferred (see :meth:`Inference.flush`)."""

@@ -194,9 +194,7 @@ def _scores(rehearsal_bundle: ModelBundle) -> dict[str, float]:
             new, _ = adapt(bundle, x[sup], y[sup], chip)
             scores.setdefault(name, []).append(query_metric(new, chip, x[rest], y[rest]))
         chip = ChipInstance.create("loihi", plain.cfg, env)
-        scores.setdefault("none", []).append(
-            query_metric(rehearsal_bundle, chip, x[rest], y[rest])
-        )
+        scores.setdefault("none", []).append(query_metric(rehearsal_bundle, chip, x[rest], y[rest]))
         scores.setdefault("lr_scratch", []).append(
             peers.score(x[sup], y[sup], x[rest], y[rest])["lr_scratch"]
         )

@@ -13,6 +13,7 @@ import pytest
 from regulator.policy.model import Policy
 from regulator.service import inference
 from regulator.service.recent import RecentInputs
+from regulator.service.rows import ServedRows
 from regulator.service.runtime import Runtime
 from regulator.tasks.base import make_family
 from tests.service.conftest import policy_dict
@@ -34,15 +35,20 @@ def _stream() -> np.ndarray:
     return np.concatenate([nominal, shifted * 3.0 + 2.0])
 
 
-def _serve(rt: Runtime, clock: list[float], x: np.ndarray, defer: bool) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _serve(rt: Runtime, clock: list[float], x: np.ndarray, defer: bool) -> list[ServedRows]:
+    out: list[ServedRows] = []
     for i in range(0, len(x), 8):
         clock[0] = i * 0.05
         items = [(f"s{i + k}", x[i + k]) for k in range(8)]
-        res = rt.process_batch(items, defer=defer)
-        assert all(isinstance(r, dict) for r in res)
-        out += res  # type: ignore[arg-type]
+        out.append(rt.process_batch(items, defer=defer))
     return out
+
+
+def _rows(served: list[ServedRows]) -> list[dict[str, Any]]:
+    """The rows as read now (a row is made when it is read)."""
+    rows = [r for res in served for r in res]
+    assert all(isinstance(r, dict) for r in rows)
+    return rows  # type: ignore[return-value]
 
 
 def test_deferred_updates_match_eager_ones(
@@ -53,13 +59,14 @@ def test_deferred_updates_match_eager_ones(
     eager, clock_e = _runtime(tmp_path / "eager", tiny_prior)
     lazy, clock_l = _runtime(tmp_path / "lazy", tiny_prior)
     try:
-        got_e = _serve(eager, clock_e, x, defer=False)
-        got_l = _serve(lazy, clock_l, x, defer=True)
+        got_e = _rows(_serve(eager, clock_e, x, defer=False))
+        served_l = _serve(lazy, clock_l, x, defer=True)
         # the newest block waits for its flush: no p-value yet, and it says so
         assert lazy.inference.n_deferred > 0
-        assert got_l[-1]["ood_p_value"] is None
+        assert _rows(served_l)[-1]["ood_p_value"] is None
         lazy.flush()
         assert lazy.inference.n_deferred == 0
+        got_l = _rows(served_l)
         p_e = [r["ood_p_value"] for r in got_e]
         p_l = [r["ood_p_value"] for r in got_l]
         assert None not in p_l
@@ -83,7 +90,7 @@ def test_a_block_waits_at_most_its_samples(
 ) -> None:
     monkeypatch.setattr(inference, "DEFER_S", 1e9)
     monkeypatch.setattr(inference, "DEFER_SAMPLES", 24)
-    rt, clock = _runtime(tmp_path, tiny_prior)
+    rt, _clock = _runtime(tmp_path, tiny_prior)
     try:
         x = _stream()[:40]
         waiting = []
@@ -101,7 +108,7 @@ def test_a_label_for_a_deferred_prediction_is_matched(
     """A label may come before the flush that records its prediction: it waits for it
     instead of being lost to the accuracy window."""
     monkeypatch.setattr(inference, "DEFER_S", 1e9)
-    rt, clock = _runtime(tmp_path, tiny_prior)
+    rt, _clock = _runtime(tmp_path, tiny_prior)
     try:
         x = _stream()[:8]
         res = rt.process_batch([(f"s{k}", x[k]) for k in range(8)], defer=True)
