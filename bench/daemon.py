@@ -143,13 +143,14 @@ def measure(a: argparse.Namespace, prior: Path, prior_kind: str, tmp: Path) -> d
 
     lat: dict[str, list[float]] = {"bare": [], "runtime": [], "during": []}
     # seconds per sample, per batch size
-    batched: dict[int, dict[str, list[float]]] = {
-        b: {"bare": [], "runtime": []} for b in a.batch
-    }
+    batched: dict[int, dict[str, list[float]]] = {b: {"bare": [], "runtime": []} for b in a.batch}
     # The daemon's loop with more queued (Runtime.process_batch(defer=True)): the
     # monitors run over blocks of batches, flushed at the end (timed) as a round's end.
     loaded: dict[int, dict[str, list[float]]] = {
         b: {"bare": [], "runtime": []} for b in (1, *a.batch)
+    }
+    chunked: dict[int, dict[str, list[float]]] = {
+        b: {"bare": [], "runtime": [], "array": []} for b in (1, *a.batch)
     }
     seq = 0
     for _ in range(a.rounds):
@@ -163,17 +164,42 @@ def measure(a: argparse.Namespace, prior: Path, prior_kind: str, tmp: Path) -> d
                 batched[bsz]["runtime"].append((time.perf_counter() - t0) / bsz)
                 seq += 1
         for bsz, d in loaded.items():
-            for i in range(0, a.n - bsz + 1, bsz):
+            # The items as the daemon's source hands them over, made before the timer
+            # (the bare forward makes no ids either).
+            starts = range(0, a.n - bsz + 1, bsz)
+            items = [[(f"d{seq}-{i}-{k}", x[i + k]) for k in range(bsz)] for i in starts]
+            ids = [[sid for sid, _ in it] for it in items]
+            seq += 1
+            # Alternating batch by batch: each call in the same machine state.
+            for i, it in zip(starts, items, strict=True):
                 t0 = time.perf_counter()
                 bare.predict(x[i : i + bsz])
                 d["bare"].append((time.perf_counter() - t0) / bsz)
                 t0 = time.perf_counter()
-                rt.process_batch([(f"d{seq}-{k}", x[i + k]) for k in range(bsz)], defer=True)
+                rt.process_batch(it, defer=True)
                 d["runtime"].append((time.perf_counter() - t0) / bsz)
-                seq += 1
             t0 = time.perf_counter()
             rt.flush()  # the round's end: what is left of the block
             d["runtime"][-1] += (time.perf_counter() - t0) / bsz
+            # Each path alone over the round's samples, one after the other (harsher:
+            # back to back, the bare forward runs with warmer caches than when it
+            # alternates with the runtime's other work). The array path too.
+            c = chunked[bsz]
+            t0 = time.perf_counter()
+            for i in starts:
+                bare.predict(x[i : i + bsz])
+            c["bare"].append((time.perf_counter() - t0) / len(items) / bsz)
+            items = [[(f"e{seq}-{i}-{k}", x[i + k]) for k in range(bsz)] for i in starts]
+            t0 = time.perf_counter()
+            for it in items:
+                rt.process_batch(it, defer=True)
+            rt.flush()
+            c["runtime"].append((time.perf_counter() - t0) / len(items) / bsz)
+            t0 = time.perf_counter()
+            for i, sids in zip(starts, ids, strict=True):
+                rt.process_array(sids, x[i : i + bsz], defer=True)
+            rt.flush()
+            c["array"].append((time.perf_counter() - t0) / len(items) / bsz)
         for i in range(a.n):  # alternate sample by sample: same machine state for both
             t0 = time.perf_counter()
             bare.predict(x[i : i + 1])
@@ -309,6 +335,9 @@ def measure(a: argparse.Namespace, prior: Path, prior_kind: str, tmp: Path) -> d
     ratio_b = {b: d["runtime"] / d["bare"] for b, d in sb.items()}
     sl = {b: {k: len(v) / sum(v) for k, v in d.items()} for b, d in loaded.items()}
     ratio_l = {b: d["runtime"] / d["bare"] for b, d in sl.items()}
+    sc = {b: {k: len(v) / sum(v) for k, v in d.items()} for b, d in chunked.items()}
+    ratio_c = {b: d["runtime"] / d["bare"] for b, d in sc.items()}
+    ratio_a = {b: d["array"] / d["bare"] for b, d in sc.items()}
     p99_ratio = s["during"]["p99_ms"] / s["runtime"]["p99_ms"]
     report = {
         "command": "python " + " ".join(sys.argv),
@@ -331,6 +360,9 @@ def measure(a: argparse.Namespace, prior: Path, prior_kind: str, tmp: Path) -> d
         "runtime_over_bare_throughput_batched": {str(b): v for b, v in ratio_b.items()},
         "loaded_samples_per_s": {str(b): v for b, v in sl.items()},
         "runtime_over_bare_throughput_loaded": {str(b): v for b, v in ratio_l.items()},
+        "chunked_samples_per_s": {str(b): v for b, v in sc.items()},
+        "runtime_over_bare_throughput_chunked": {str(b): v for b, v in ratio_c.items()},
+        "array_over_bare_throughput_chunked": {str(b): v for b, v in ratio_a.items()},
         "goal_throughput_ratio": 0.95,
         "p99_during_over_outside": p99_ratio,
         "labels_persisted_over_without": s["labels_paced"]["samples_per_s"]
@@ -386,6 +418,12 @@ def write(a: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
             *((f"runtime / bare forward, batch {b}, more queued (monitors deferred)",
                lambda r, b=b: r["runtime_over_bare_throughput_loaded"][str(b)], G95)
               for b in (1, *a.batch)),
+            *((f"the same, each path alone over a round (harsher), batch {b}",
+               lambda r, b=b: r["runtime_over_bare_throughput_chunked"][str(b)], "")
+              for b in (1, *a.batch)),
+            *((f"the same, the samples as one array (`process_array`), batch {b}",
+               lambda r, b=b: r["array_over_bare_throughput_chunked"][str(b)], "")
+              for b in (1, *a.batch)),
             ("runtime / bare forward, batch 1, nothing queued",
              lambda r: r["runtime_over_bare_throughput"], ""),
             *((f"runtime / bare forward, batch {b}, nothing queued",
@@ -430,9 +468,12 @@ def write(a: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     )
     ratio_l = {int(b): v for b, v in report["runtime_over_bare_throughput_loaded"].items()}
     lratios = ", ".join(f"**{r:.2f}×** at batch {b}" for b, r in ratio_l.items())
+    ratio_c = {int(b): v for b, v in report["runtime_over_bare_throughput_chunked"].items()}
+    cratios = ", ".join(f"**{r:.2f}×** at batch {b}" for b, r in ratio_c.items())
     bratios = ", ".join(f"**{r:.2f}×** at batch {b}" for b, r in ratio_b.items())
     m = report["metrics_scrape_ms"]
     rec = report["recalibrations_during"]
+
     md = f"""# Daemon throughput and latency
 
 Command: `{report["command"]}` · {report["machine"]["platform"]}, {report["machine"]["cpus"]} CPUs
@@ -456,8 +497,11 @@ The median run (by the batch-1 ratio):
 
 - Runtime over bare forward, throughput, with more samples queued (the daemon's main
   loop under load: the monitor updates wait for a block of up to 256 samples or 50 ms,
-  `regulator.service.inference`, and the round's end flushes them): {lratios}
-  (goal ≥ 0.95×). With nothing queued (each batch's monitors at once, as a daemon at a
+  `regulator.service.inference`, and the round's end flushes them; the items made
+  before the timer, as the source hands them over): {lratios}
+  (goal ≥ 0.95×), bare and runtime alternating batch by batch. Each path alone over a
+  round instead (the bare forward back to back, with warmer caches):
+  {cratios}. With nothing queued (each batch's monitors at once, as a daemon at a
   trickle, where the CPU is idle between samples anyway): **{ratio:.2f}×** one sample
   at a time, {bratios}; everything around the forward (the input check, the monitor
   set, the label intake, metrics, the results) then costs

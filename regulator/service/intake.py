@@ -25,7 +25,7 @@ from regulator.service.monitors import RECENT_SAMPLES
 from regulator.service.recent import RecentInputs
 from regulator.turns import checkpoint
 
-__all__ = ["UNLABELLED_KEPT", "Intake", "LabelOutcome", "Split", "split_support"]
+__all__ = ["HANDOFF_BATCHES", "UNLABELLED_KEPT", "Intake", "LabelOutcome", "Split", "split_support"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ def split_support(
     return Split(support, holdout, need)
 
 
-_HANDOFF = 64  # served batches handed over to the recent inputs at a time
+HANDOFF_BATCHES = 64
+"""Served batches handed over to the recent inputs at a time (by the serving thread,
+unless a reader moved them first)."""
 
 
 class Intake:
@@ -102,12 +104,18 @@ class Intake:
 
     def served(self, ids: list[str], batch: np.ndarray, t_s: float, first: int) -> None:
         """Inputs just served, ``[n, C, L]`` (sample numbers ``first``, ``first + 1``, …).
-        The serving thread's only call: the lock is taken once per ``_HANDOFF`` batches."""
+        The serving thread's only call: the lock is taken once per ``HANDOFF_BATCHES`` batches."""
         incoming = self._incoming
         incoming.append((ids, batch, t_s, first))
-        if len(incoming) >= _HANDOFF:  # bounded, whether or not labels come
+        if len(incoming) >= HANDOFF_BATCHES:  # bounded, whether or not labels come
             with self._lock:
                 self._recent_now()
+
+    @property
+    def n_incoming(self) -> int:
+        """Served batches not yet moved into the recent inputs (fewer than
+        :data:`HANDOFF_BATCHES`)."""
+        return len(self._incoming)
 
     def _recent_now(self) -> RecentInputs:
         """The recent inputs with every batch served so far (the caller holds the lock)."""
