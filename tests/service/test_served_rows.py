@@ -148,3 +148,26 @@ def test_served_inputs_reach_the_intake_without_a_lock_and_stay_bounded(
         assert rt.add_labels([(f"s{3 * intake_mod.HANDOFF_BATCHES - 1}", 0, None)])["accepted"] == 1
     finally:
         rt.close()
+
+
+def test_samples_checked_at_the_edge_serve_as_unchecked_ones(
+    tmp_path: Path, tiny_prior: Path
+) -> None:
+    """``checked=True`` (the HTTP source's samples, checked one by one at the edge) only
+    stacks them: the same results as the checks on the serving path."""
+    x = _samples(5)
+    a, b = _runtime(tmp_path / "a", tiny_prior), _runtime(tmp_path / "b", tiny_prior)
+    try:
+        plain = a.process_batch([(f"s{k}", x[k]) for k in range(5)])
+        edge = b.process_batch(
+            [(f"s{k}", b.serving.check.sample(x[k])) for k in range(5)], checked=True
+        )
+        assert [r["prediction"] for r in edge] == [r["prediction"] for r in plain]  # type: ignore[index]
+        np.testing.assert_allclose(
+            [r["outputs"] for r in edge],  # type: ignore[index]
+            [r["outputs"] for r in plain],  # type: ignore[index]
+            rtol=1e-6,
+        )
+    finally:
+        a.close()
+        b.close()
