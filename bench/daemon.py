@@ -496,7 +496,7 @@ The median run (by the batch-1 ratio):
 {brows}
 
 - Runtime over bare forward, throughput, with more samples queued (the daemon's main
-  loop under load: the monitor updates wait for a block of up to 256 samples or 50 ms,
+  loop under load: the monitor updates wait for a block of up to 1024 samples or 50 ms,
   `regulator.service.inference`, and the round's end flushes them; the items made
   before the timer, as the source hands them over): {lratios}
   (goal ≥ 0.95×), bare and runtime alternating batch by batch. Each path alone over a

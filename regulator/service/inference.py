@@ -24,8 +24,11 @@ from regulator.turns import Turns
 
 __all__ = ["DEFER_S", "DEFER_SAMPLES", "Inference", "Result"]
 
-DEFER_SAMPLES = 256
-"""At most this many served samples wait for their monitor updates (``defer``)."""
+DEFER_SAMPLES = 1024
+"""At most this many served samples wait for their monitor updates (``defer``). The
+monitors' cost after a chip forward is mostly per call (their code runs cold), so a
+bigger block costs less a sample: at batch 64 the block update cost about 51 us a
+forward with 1024, 78-101 with 256, 52 with 4096 (``bench/results/daemon.md``)."""
 
 DEFER_S = 0.05
 """And for at most this long (seconds): a scrape never reads signals older than that
