@@ -91,14 +91,10 @@ class InputCheck:
         if self.n_channels is None or self.length is None or not xs:
             return None
         try:
-            batch = np.asarray(xs, dtype=np.float32)
-        except (ValueError, TypeError):
+            batch, refused = self.array(xs)  # the one check of a batch's shape and values
+        except InputError:
             return None
-        if batch.ndim == 2 and self.length == 1:
-            batch = batch[:, :, None]
-        if batch.shape[1:] != (self.n_channels, self.length) or not np.isfinite(batch).all():
-            return None
-        return batch
+        return None if refused else batch
 
     def array(self, x: Any) -> tuple[np.ndarray, dict[int, InputError]]:
         """Samples given as one array ``[n, C, L]`` (``[n, C]`` when ``L`` is 1): the
