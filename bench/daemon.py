@@ -49,6 +49,7 @@ from regulator.service.api import build_app, serve  # noqa: E402
 from regulator.service.daemon import SWITCH_INTERVAL_S  # noqa: E402
 from regulator.service.executor import ProcessExecutor  # noqa: E402
 from regulator.service.runtime import Runtime  # noqa: E402
+from regulator.service.threads import pin_threads  # noqa: E402
 from regulator.tasks.base import make_family  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,7 @@ def main() -> int:
         help="the 'during' phase lasts until this many recalibrations ended in it",
     )
     a = ap.parse_args()
+    pin_threads()  # as the daemon does: one torch and one BLAS thread
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     shipped = REPO / "models" / "nanosensor"

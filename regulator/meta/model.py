@@ -106,19 +106,24 @@ class ModelBundle:
         generator: torch.Generator | None = None,
         n_steps: int | None = None,
         normaliser: Normaliser | None = None,
+        checked: bool = False,
     ) -> torch.Tensor:
         """Raw samples ``[B, C, L]`` to chip input ``[T, B, n_in]`` (normalised, encoded).
 
         ``normaliser`` overrides the bundle's (episodic training normalises each
-        environment on its own support set)."""
+        environment on its own support set). ``checked``: the caller already checked
+        ``x`` is finite float32 ``[B, C, L]`` (the service's
+        :class:`~regulator.service.inputs.InputCheck`, the one validation of a served
+        sample), so it is not checked again here."""
         arr = np.asarray(x, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[:, :, None]
-        n_ch = int(self.task.get("n_channels") or (arr.shape[1] if arr.ndim == 3 else 0))
-        if arr.ndim != 3 or arr.shape[1] != n_ch:
-            raise InputError(f"expected samples [B, {n_ch}, L], got shape {list(arr.shape)}")
-        if not np.isfinite(arr).all():
-            raise InputError("sample holds NaN or infinite values")
+        if not checked:
+            n_ch = int(self.task.get("n_channels") or (arr.shape[1] if arr.ndim == 3 else 0))
+            if arr.ndim != 3 or arr.shape[1] != n_ch:
+                raise InputError(f"expected samples [B, {n_ch}, L], got shape {list(arr.shape)}")
+            if not np.isfinite(arr).all():
+                raise InputError("sample holds NaN or infinite values")
         norm = normaliser if normaliser is not None else self.normaliser
         z = norm.transform(arr) if norm.fitted else arr
         z = np.clip(z, -10.0, 10.0).astype(np.float32)
@@ -243,15 +248,19 @@ class ChipModel:
         self.energy_model = EnergyModel(bundle.profile.energy)
         self.n_steps: int | None = None  # low-power mode sets fewer steps
 
-    def forward(self, x: np.ndarray) -> NetOutput:
-        """The raw network output for samples ``[B, C, L]``."""
+    def forward(self, x: np.ndarray, checked: bool = False) -> NetOutput:
+        """The raw network output for samples ``[B, C, L]``. ``checked``: the caller
+        checked ``x`` (finite float32 ``[B, C, L]``), so neither the encoder nor the
+        network checks it again (see :meth:`ModelBundle.encode`)."""
         with torch.no_grad():
-            inp = self.bundle.encode(x, self.chip.generator, self.n_steps)
-            return self.bundle.network(inp, self.chip, input_is_spikes=self.bundle.encoder.spiking)
+            inp = self.bundle.encode(x, self.chip.generator, self.n_steps, checked=checked)
+            return self.bundle.network(
+                inp, self.chip, input_is_spikes=self.bundle.encoder.spiking, checked=checked
+            )
 
-    def predict(self, x: np.ndarray) -> Prediction:
-        """Predict samples ``[B, C, L]`` on the chip."""
-        out = self.forward(x)
+    def predict(self, x: np.ndarray, checked: bool = False) -> Prediction:
+        """Predict samples ``[B, C, L]`` on the chip (``checked``: see :meth:`forward`)."""
+        out = self.forward(x, checked)
         outputs = out.outputs.numpy()
         if self.bundle.kind == "classification":
             labels = outputs.argmax(axis=1)

@@ -58,8 +58,8 @@ class ConformalCalibrator:
             raise InputError("calibrator is not fitted; call fit() first")
         s = np.asarray(scores, dtype=np.float64).ravel()
         n = self._sorted.size
-        ge = n - np.searchsorted(self._sorted, s, side="left")  # #{cal >= s}
-        out: F64 = np.asarray((1.0 + ge) / (n + 1.0), dtype=np.float64)
+        # (1 + #{cal >= s}) / (n + 1), in whole numbers until the one division
+        out: F64 = ((n + 1) - np.searchsorted(self._sorted, s, side="left")) / (n + 1.0)
         return out
 
     def _tail_beta(self) -> float:

@@ -21,8 +21,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import torch
-
 from regulator.errors import ConfigError, InputError, RegulatorError
 from regulator.policy.model import HttpSource as HttpSourceConfig
 from regulator.policy.model import Policy, load_policy
@@ -35,6 +33,7 @@ from regulator.service.rows import Result, ServedRows
 from regulator.service.runtime import Runtime
 from regulator.service.scheduler import Scheduler
 from regulator.service.sdnotify import Notifier, watchdog_interval_s
+from regulator.service.threads import pin_threads
 from regulator.service.wiring import DaemonAPI, build_source, is_loopback, read_token
 from regulator.tasks.sources import HttpSource, Source, SourceSample
 
@@ -120,7 +119,7 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------------------
 
     def startup(self) -> None:
-        torch.set_num_threads(1)  # inference and recalibration each keep one core
+        pin_threads()  # inference and recalibration each keep one core
         # On the samples' clock, durations and the budget's UTC day both read it, as in
         # replay (whose simulated clock is both).
         sc = self.sample_clock

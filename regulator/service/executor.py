@@ -117,9 +117,9 @@ class LocalExecutor(Executor):
 
 
 def _worker_init(parent: int) -> None:
-    import torch
+    from regulator.service.threads import pin_threads
 
-    torch.set_num_threads(1)
+    pin_threads()  # one core for the worker, one for serving
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future/Deprecation
     # Ctrl-C in a terminal, and systemd's stop (SIGTERM to the whole cgroup), reach this
     # worker too: the daemon decides when it stops (it lets a running recalibration

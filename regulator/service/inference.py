@@ -155,7 +155,7 @@ class Inference:
             return ServedRows.refused(errors, n_items, served.version)
         self._slot.age(t_s)
         t0 = time.perf_counter()
-        pred = served.model.predict(batch)
+        pred = served.model.predict(batch, checked=True)  # checked above: the one validation
         dt = time.perf_counter() - t0
         n = len(batch)
         n_before = self.n_samples

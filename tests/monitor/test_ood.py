@@ -116,6 +116,21 @@ def test_errors() -> None:
         sc.score([[np.nan, 0.0, 0.0]])
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("column", [0, 2])
+def test_mahalanobis_refuses_any_non_finite_hidden_value(bad: float, column: int) -> None:
+    """The check reads the scores, not the inputs: a non-finite value anywhere in a row
+    must still make that row's score non-finite, even with a dead (constant) neuron."""
+    h = np.random.default_rng(1).normal(size=(50, 3))
+    h[:, 1] = 0.0  # a silent neuron: its precision column is ~0 off the diagonal
+    sc = MahalanobisScorer(shrinkage=0.0).fit(h)
+    x = np.zeros((4, 3))
+    x[2, column] = bad
+    with pytest.raises(InputError, match="non-finite"):
+        sc.score(x)
+    assert np.isfinite(sc.score(np.zeros((4, 3)))).all()
+
+
 def test_tail_p_values_go_below_the_grid_and_stay_valid() -> None:
     from regulator.monitor.conformal import ConformalCalibrator
 
@@ -183,3 +198,21 @@ def test_streaming_ewma_is_the_closed_form() -> None:
             got = _ewma(prev, np.array([x]), a)
             assert got == want
             prev = got
+
+
+def test_mahalanobis_score_leaves_its_input_alone_and_keeps_the_formula() -> None:
+    """The score works in place on its own copy only: a float64 input (no copy made)
+    is not written to, and every dtype gives the bits of ``((x - m) P (x - m)).sum``."""
+    rng = np.random.default_rng(3)
+    sc = MahalanobisScorer().fit(rng.normal(size=(200, 6)))
+    assert sc._mean is not None and sc._precision is not None
+    h64 = rng.normal(size=(40, 6))
+    kept = h64.copy()
+    d = h64 - sc._mean
+    want = ((d @ sc._precision) * d).sum(axis=1)
+    assert np.array_equal(sc.score(h64), want)
+    assert np.array_equal(h64, kept)
+    h32 = rng.integers(0, 5, size=(40, 6)).astype(np.float32)
+    d = h32.astype(np.float64) - sc._mean
+    assert np.array_equal(sc.score(h32), ((d @ sc._precision) * d).sum(axis=1))
+    assert np.array_equal(sc.score(h32.tolist()), sc.score(h32))
