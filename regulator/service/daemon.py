@@ -109,7 +109,10 @@ class Daemon:
             pid = self.executor.warm()
             log.info("recalibration worker ready (pid %d)", pid)
         except Exception as err:
-            log.warning("recalibration worker did not start: %s", err)
+            if self.stop_requested.is_set():  # the stop ended it while it started
+                log.info("recalibration worker start abandoned: stopping")
+            else:
+                log.warning("recalibration worker did not start: %s", err)
 
     def _job_event(self, job_id: str, outcome: str) -> None:
         with contextlib.suppress(AttributeError):  # a job event before startup finished
@@ -264,7 +267,8 @@ class Daemon:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
-            if done.is_set() and not pending:
+            if done.is_set() and not pending and not self.stop_requested.is_set():
+                # (a stop ends the source too: that is no exhaustion)
                 log.info("source exhausted; still serving the API until stopped")
                 done.clear()
 

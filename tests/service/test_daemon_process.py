@@ -336,6 +336,10 @@ def test_sigterm_exits_0_in_time_with_state_persisted(tiny_prior: Path, daemons:
     assert d.wait(timeout=20 + 10) == 0  # recalibration.timeout_s + margin
     took = time.monotonic() - t0
     assert took < 15, took
+    # the stop ends the source and the worker: neither is logged as a failure
+    log_text = d.log_tail(10**7)
+    assert '"stopped"' in log_text
+    assert "source exhausted" not in log_text and "did not start" not in log_text
     events = d.events()
     assert events[-1]["kind"] == "shutdown" and events[-1]["fields"]["version"] == "v000001"
     assert {"fb0", "fb1"} <= _label_lines(d.state_dir)
