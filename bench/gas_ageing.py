@@ -126,9 +126,9 @@ def write(a: argparse.Namespace, runs: list[dict[str, Any]], wall_s: float) -> N
         "`exp(N(0, sigma)) ** ((b - 1) / 4)` (see the script's docstring); nothing was chosen",
         "on these figures. Offline rows: the protocol of `regulator evaluate --gas-drift`",
         f"(mean of {a.draws} draws of 5 labels per gas). Closed loop: `regulator replay` with",
-        "the shipped policy, 5 labels per gas revealed at each batch start (one draw: the",
-        "first 5 of each gas in the batch). Cells: median [range] over the seeds, % accuracy",
-        "on the batch's unlabelled samples.",
+        "the shipped policy, 5 labels per gas revealed at each batch start (one draw: 5",
+        "random samples of each gas, seeded by the batch's place). Cells: median [range]",
+        "over the seeds, % accuracy on the batch's unlabelled samples.",
         "",
     ]
     for sigma in a.sigmas:
