@@ -29,8 +29,8 @@ that exact grid law instead.
 "On average" is over calibration sets as well as streams. Given one calibration set of
 ``n`` scores, the p-values are uniform only marginally, and the long-run false-alarm
 rate of that one deployment varies with where its calibration scores fell: mean 5x,
-median 0.8x the configured rate at n = 50, and within 0.9-1.3x on average from n = 300
-on (``bench/results/calibration_conditional.md``).
+median 0.8x the configured rate at n = 50, 1.3-1.4x on average at n = 300 and 0.9-1.2x
+at n = 1000 (``bench/results/calibration_conditional.md``).
 """
 
 from __future__ import annotations
