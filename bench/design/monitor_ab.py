@@ -21,7 +21,14 @@ to 60 us a forward with its place in the order. Variants:
   matrix product, conformal rank, tail p-value and three EWMAs in one compiled loop, the
   scores bit for bit as the shipped scorer's (numpy's pairwise row sum replicated);
 - ``fused_ood_no_detector``: the same without the change detector;
-- ``fused_ood_no_others``: ``fused_ood`` without energy, density, accuracy and window.
+- ``fused_ood_no_others``: ``fused_ood`` without energy, density, accuracy and window;
+- ``thread`` (only with ``--alone``): every served batch's monitor work handed to one
+  worker thread in the same process (it takes whatever is queued as one block), the
+  round's end waiting for it: the monitors on the other core, under the one GIL.
+
+``--alone`` times each path over a whole round instead of alternating batch by batch
+(harsher, and needed for ``thread``: alternating, its worker would run during the bare
+forward and slow that instead).
 
 Prints, per variant, the median over rounds of runtime minus bare (us a forward) and of
 bare / runtime (the ratio the issue's goal is stated in).
@@ -30,9 +37,11 @@ bare / runtime (the ratio the issue's goal is stated in).
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -136,17 +145,58 @@ def fused_update() -> Any:
 
 def patch(ring: np.ndarray) -> list[str]:
     """Switch the variants by ``MODE``; returns the variants available."""
-    o_flush, o_batch, o_served = (
+    o_flush, o_then, o_batch, o_served = (
         inference.Inference._flush,
+        inference.Inference._then,
         inputs.InputCheck.batch,
         intake.Intake.served,
     )
     o_ood = OODMonitor.update
     pos = [0]
 
+    queued: collections.deque[list[Any]] = collections.deque()
+    cv = threading.Condition()
+    busy = [False]
+
+    def worker() -> None:  # the ``thread`` variant's: one block of whatever is queued
+        while True:
+            with cv:
+                while not queued:
+                    cv.wait()
+                block = [b for part in queued for b in part]
+                queued.clear()
+                busy[0] = True
+            rt_inf = block[0][2]
+            rt_inf._pending, rt_inf._pending_n = [(b, r) for b, r, _ in block], 0
+            o_flush(rt_inf)
+            with cv:
+                busy[0] = False
+                cv.notify_all()
+
+    threading.Thread(target=worker, daemon=True).start()
+
+    def hand_over(self: Any) -> None:
+        pending, self._pending, self._pending_n = self._pending, [], 0
+        with cv:
+            queued.append([(b, r, self) for b, r in pending])
+            cv.notify_all()
+
+    def then(self: Any, rows: Any, defer: bool) -> Any:
+        if MODE[0] == "thread":
+            hand_over(self)
+            return rows
+        return o_then(self, rows, defer)
+
     def flush(self: Any) -> None:
         if MODE[0] == "no_monitors":
             self._pending, self._pending_n = [], 0
+            return
+        if MODE[0] == "thread":
+            if self._pending:
+                hand_over(self)
+            with cv:
+                while queued or busy[0]:
+                    cv.wait()
             return
         o_flush(self)
 
@@ -162,9 +212,10 @@ def patch(ring: np.ndarray) -> list[str]:
         o_served(self, ids, b, t_s, first)
 
     inference.Inference._flush = flush
+    inference.Inference._then = then
     inputs.InputCheck.batch = batch
     intake.Intake.served = served
-    variants = ["base", "no_monitors", "no_check", "ring"]
+    variants = ["base", "no_monitors", "no_check", "ring", "thread"]
     try:
         fused = fused_update()
     except ImportError:
@@ -197,6 +248,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--n", type=int, default=400, help="samples a round")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--alone", action="store_true", help="each path alone over a round")
     a = ap.parse_args()
     pin_threads()
     torch.set_num_threads(1)
@@ -212,6 +264,8 @@ def main() -> int:
     fam = make_family("nanosensor")
     x, _ = fam.sample(fam.nominal_environment(), a.n, np.random.default_rng(0))
     variants = patch(np.zeros((8192, *x.shape[1:]), np.float32))
+    if not a.alone:
+        variants.remove("thread")
     rt.prime_detector_thresholds()
     gc.freeze()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -231,19 +285,31 @@ def main() -> int:
             MODE[0] = str(v)
             items = [[(f"{rnd}-{v}-{i}-{k}", x[i + k]) for k in range(a.batch)] for i in starts]
             t_bare = t_rt = 0.0
-            for i, it in zip(starts, items, strict=True):
+            if a.alone:
                 t0 = time.perf_counter()
-                bare.predict(x[i : i + a.batch])
-                t_bare += time.perf_counter() - t0
+                for i in starts:
+                    bare.predict(x[i : i + a.batch])
+                t_bare = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                rt.process_batch(it, defer=True)
+                for it in items:
+                    rt.process_batch(it, defer=True)
+                rt.flush()
+                t_rt = time.perf_counter() - t0
+            else:
+                for i, it in zip(starts, items, strict=True):
+                    t0 = time.perf_counter()
+                    bare.predict(x[i : i + a.batch])
+                    t_bare += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    rt.process_batch(it, defer=True)
+                    t_rt += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                rt.flush()
                 t_rt += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            rt.flush()
-            t_rt += time.perf_counter() - t0
             over[str(v)].append((t_rt - t_bare) / len(starts))
             ratio[str(v)].append(t_bare / t_rt)
-    print(f"batch {a.batch}, {a.rounds} rounds x {a.n} samples, order seed {a.seed}")
+    how = "each path alone over a round" if a.alone else "alternating batch by batch"
+    print(f"batch {a.batch}, {a.rounds} rounds x {a.n} samples, order seed {a.seed}, {how}")
     for v in variants:
         print(
             f"{v:24s} runtime - bare {np.median(over[v]) * 1e6:6.1f} us a forward,"
