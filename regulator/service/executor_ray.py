@@ -63,11 +63,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:
-    """Runs in a Ray worker: one torch thread (as the daemon's worker), Norse quiet."""
+    """Runs in a Ray worker: one torch, BLAS and OpenMP thread (as the daemon's worker),
+    Norse quiet."""
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future/Deprecation
-    import torch
+    from regulator.service.threads import pin_threads
 
-    torch.set_num_threads(1)
+    pin_threads()
     return fn(*args)
 
 

@@ -125,3 +125,21 @@ def test_a_ray_job_whose_worker_is_killed_is_retried_then_refused(
         assert len(list(lost.iterdir())) == 3  # the first try and its two retries
     finally:
         ex.shutdown(wait=False, cancel_pending=True)
+
+
+def _compute_threads() -> tuple[int, int]:
+    """In the job: torch's intra-op threads and the BLAS pools' largest size."""
+    import threadpoolctl
+    import torch
+
+    blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    return torch.get_num_threads(), max(blas, default=1)
+
+
+def test_a_job_runs_on_one_torch_and_one_blas_thread_on_every_worker_executor(
+    executors: dict[str, Executor],
+) -> None:
+    # A worker's BLAS left at one thread per core hands small products across cores
+    # (regulator.service.threads); the worker executors pin both, as the daemon does.
+    for name in ("process", "ray"):
+        assert executors[name].run(_compute_threads, timeout_s=120) == (1, 1), name
