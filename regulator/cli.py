@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -193,6 +194,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from regulator.meta.model import ModelBundle
 
     bundle = ModelBundle.load(a.model)
+    if a.out:
+        _output_file(a.out, "--out")
     progress = sys.stderr.isatty()
     if a.gas_drift is not None:
         if a.shots is not None and len(a.shots) != 1:
@@ -218,11 +221,26 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _output_file(path: Path, flag: str) -> Path:
+    """``path``, with its folder made now: a file written after a long run (a replay, an
+    evaluation) is checked before the run, not found unwritable at its end."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{flag} {path}: cannot make its folder: {err.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"{flag} {path}: its folder is not writable")
+    return path
+
+
 def _cmd_replay(a: argparse.Namespace) -> int:
     from regulator.policy.model import load_policy
     from regulator.service.replay import run_replay
 
     policy = load_policy(a.config)
+    _output_file(a.report, "--report")
     report = run_replay(policy, a.data, a.report, progress=not a.no_progress)
     for seg in report["segments"]:
         acc = seg.get("accuracy", seg.get("mae"))
@@ -289,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     except RegulatorError as err:
         print(f"regulator {args.command}: {err}", file=sys.stderr)
         return 2 if isinstance(err, ValueError) else 1
+    except OSError as err:  # a file that could not be read or written: no traceback
+        print(f"regulator {args.command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -174,3 +175,47 @@ def test_evaluate_gas_drift_defaults_to_the_protocols_five_shots(tmp_path: Path)
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "one --shots K" in bad.stderr
+
+
+def _replay(tmp_path: Path, report: Path) -> subprocess.CompletedProcess[str]:
+    """The README's replay of the shipped gas policy, on batch 2's first 60 rows."""
+    rows = (REPO / "data" / "gas-drift" / "batch2.dat").read_text().splitlines()[:60]
+    data = tmp_path / "batch2.dat"
+    data.write_text("\n".join(rows) + "\n")
+    return subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "replay", "--config",
+         str(REPO / "deploy" / "policies" / "gas-drift-replay.yaml"), "--data", str(data),
+         "--report", str(report), "--no-progress"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def test_replay_makes_the_folder_of_its_report(tmp_path: Path) -> None:
+    report = tmp_path / "not" / "yet" / "replay.json"
+    r = _replay(tmp_path, report)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(report.read_text())["segments"][0]["samples"] == 60
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_replay_refuses_a_report_it_cannot_write_before_it_runs(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    report = tmp_path / "file" / "r.json" if where == "under_a_file" else tmp_path / "folder"
+    r = _replay(tmp_path, report)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "--report" in r.stderr and "Traceback" not in r.stderr
+    assert "samples" not in r.stdout  # refused before the replay ran
+
+
+def test_evaluate_refuses_an_out_it_cannot_write_before_it_evaluates(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    r = subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "evaluate", str(REPO / "models" / "gas-drift"),
+         "--gas-drift", str(REPO / "data" / "gas-drift"), "--out",
+         str(tmp_path / "file" / "gas.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "--out" in r.stderr and "Traceback" not in r.stderr
+    assert "| method |" not in r.stdout
