@@ -219,3 +219,16 @@ def test_evaluate_refuses_an_out_it_cannot_write_before_it_evaluates(tmp_path: P
     assert r.returncode == 2, r.stderr[-2000:]
     assert "--out" in r.stderr and "Traceback" not in r.stderr
     assert "| method |" not in r.stdout
+
+
+def test_run_with_a_prior_that_is_not_there_exits_2_before_it_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"model: {{prior: {tmp_path / 'no-prior'}}}\n", encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, "-m", "regulator.cli", "run", "--config", str(cfg), "--state-dir",
+         str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "model.prior:" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written

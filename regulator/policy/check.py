@@ -8,13 +8,16 @@ from typing import TextIO
 
 from regulator.errors import ConfigError
 from regulator.policy.model import load_policy
+from regulator.policy.references import missing_references
 
 __all__ = ["check_config"]
 
 
 def check_config(path: Path | str, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Validate ``path``: 0 with a one-line summary on ``out`` (default stdout), or 2 with
-    every error, each with its dotted field path, on ``err`` (default stderr)."""
+    every error, each with its dotted field path, on ``err`` (default stderr); the files
+    it names (prior, replay files) must be there too, and a token file that is not there
+    yet is warned of."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
@@ -22,6 +25,16 @@ def check_config(path: Path | str, *, out: TextIO | None = None, err: TextIO | N
     except ConfigError as exc:
         print(exc, file=err)
         return 2
+    missing = missing_references(policy, token_file=False)
+    if missing:
+        print(f"{path}: names files that are not there:", file=err)
+        for line in missing:
+            print(f"  {line}", file=err)
+        return 2
+    # the token file may be mounted later (a container secret): a warning, not an error
+    for line in missing_references(policy, prior=False, token_file=True):
+        if line.startswith("http.token_file"):
+            print(f"{path}: warning: {line} (mutating routes refused until it is)", file=err)
     print(
         f"{path}: valid policy for device {policy.device.id!r} "
         f"({len(policy.rules)} rules, {len(policy.schedules)} schedules)",

@@ -24,6 +24,7 @@ from typing import Any
 from regulator.errors import ConfigError, InputError, RegulatorError
 from regulator.policy.model import HttpSource as HttpSourceConfig
 from regulator.policy.model import Policy, load_policy
+from regulator.policy.references import missing_references
 from regulator.service.api import ServerThread, build_app, serve
 from regulator.service.executor import ProcessExecutor
 from regulator.service.logging import configure_logging
@@ -330,6 +331,9 @@ class Daemon:
 def run_daemon(config: Path | None, overrides: dict[str, Any]) -> int:
     """Entry point of ``regulator run``. Exit 0 on a clean stop, 2 on a bad policy."""
     policy = load_policy(config).with_overrides(overrides)
+    missing = missing_references(policy, token_file=False)
+    if missing:  # a typo in a path: exit 2 naming the field, before anything starts
+        raise ConfigError("the policy names files that are not there:\n" + "\n".join(missing))
     configure_logging(
         policy.device.id,
         policy.logging.level,
@@ -340,8 +344,10 @@ def run_daemon(config: Path | None, overrides: dict[str, Any]) -> int:
     d.install_signals()
     try:
         d.startup()
-    except RegulatorError as err:
+    except (RegulatorError, OSError) as err:  # OSError: the port taken, the state unwritable
+        d.stop_requested.set()  # what started so far stops as for a stop, without alarm
         log.error("startup failed: %s", err)
+        d.shutdown()
         return 2 if isinstance(err, ConfigError) else 1
     try:
         d.main_loop()

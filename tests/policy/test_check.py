@@ -64,3 +64,41 @@ def test_label_free_refresh_is_off_by_default(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert check_config(path) == 0
+
+
+def test_a_prior_or_replay_file_that_is_not_there_returns_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "b2.dat"
+    data.write_text("1;1:0.5\n", encoding="utf-8")
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"model: {{prior: {tmp_path / 'no-prior'}}}\n"
+        f"source: {{kind: replay, files: [{data}, {tmp_path / 'absent.dat'}]}}\n",
+        encoding="utf-8",
+    )
+    assert check_config(path) == 2
+    err = capsys.readouterr().err
+    assert "model.prior:" in err and "no such folder" in err
+    assert "source.files.1:" in err and "source.files.0" not in err
+
+
+def test_a_folder_that_is_not_a_model_is_refused_as_prior(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    path = tmp_path / "p.yaml"
+    path.write_text(f"model: {{prior: {tmp_path / 'empty'}}}\n", encoding="utf-8")
+    assert check_config(path) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_a_token_file_not_there_yet_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a container secret is mounted at run time: the policy is still valid
+    path = tmp_path / "p.yaml"
+    path.write_text(f"http: {{token_file: {tmp_path / 'secret'}}}\n", encoding="utf-8")
+    assert check_config(path) == 0
+    out, err = capsys.readouterr()
+    assert "valid policy" in out and "warning: http.token_file:" in err

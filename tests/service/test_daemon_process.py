@@ -281,6 +281,25 @@ def test_invalid_config_exits_2_naming_the_field(tiny_prior: Path, tmp_path: Pat
     assert not (tmp_path / "s").exists()
 
 
+def test_a_port_in_use_exits_1_and_stops_what_it_started(tiny_prior: Path, tmp_path: Path) -> None:
+    import socket
+
+    cfg = write_policy(tmp_path / "p.yaml", policy_dict(tiny_prior))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "regulator.cli", "run", "--config", str(cfg), "--port",
+             str(port), "--state-dir", str(tmp_path / "s")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "startup failed" in res.stderr and f"127.0.0.1:{port}" in res.stderr
+    # the worker it had started is stopped as for a stop, not reported as failed
+    assert "Traceback" not in res.stderr and "did not start" not in res.stderr, res.stderr
+
+
 def test_sighup_refuses_a_bad_file_and_applies_a_good_one(
     tiny_prior: Path, tmp_path: Path, daemons: Any
 ) -> None:
