@@ -9,6 +9,7 @@ has a schema, so there is nothing for a link to carry but the sample ids that
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +19,15 @@ import pytest
 from tests.service.conftest import TOKEN, DaemonProcess, policy_dict, write_policy
 from tests.service.fuzzing import fuzz_daemon_stateful, with_links
 
-# Scenarios of up to 10 calls each (about a thousand requests, 13 s). The calls a
-# scenario makes depend on the daemon's answers (a recalibration still running answers
-# 409, a finished one adds a version to roll back to), so the label link is not always
-# taken: with 30 scenarios it was taken 0-2 times a run, and `pytest tests/service`
-# failed the workflow assertion below; with 90 it was taken 4-18 times.
+# Scenarios of up to 10 calls each (about a thousand requests, 13 s). Whether a step
+# follows a link is schemathesis' coin, drawn from true randomness even when derandomized
+# (``st.randoms(use_true_random=True)`` in its link transitions), and the calls a scenario
+# makes depend on the daemon's answers (a recalibration still running answers 409), so
+# the label link is taken with its body intact 4-18 times in 90 scenarios, and 0 times in
+# one CI run of the whole suite. A round that did not reach the whole workflow is followed
+# by another, up to ROUNDS: every round's answers are checked for server errors.
 SCENARIOS = 90
+ROUNDS = 4
 
 
 def _valid_x() -> list[list[float]]:
@@ -63,17 +67,26 @@ def test_links_name_real_operations(daemon: DaemonProcess) -> None:
     assert schemathesis.openapi.from_dict(spec).as_state_machine() is not None
 
 
+def _reached_workflow(ops: Counter[str]) -> bool:
+    """A sample was taken and labelled by its id, and a recalibration was asked for."""
+    recalibrated = sum(v for k, v in ops.items() if k.startswith("POST /v1/recalibrate 202"))
+    return ops["POST /v1/samples 200"] > 0 and ops["POST /v1/feedback 200"] > 0 and recalibrated > 0
+
+
 @pytest.mark.slow
 def test_stateful_sequences_find_no_server_error(daemon: DaemonProcess) -> None:
-    report = fuzz_daemon_stateful(daemon.url, TOKEN, _valid_x(), max_examples=SCENARIOS)
-    out = report.as_dict()
-    assert report.server_errors == [], out
-    assert report.scenarios >= SCENARIOS and report.requests >= 2 * SCENARIOS, out
-    ops = report.by_operation
-    # the links reached the workflow, not only refusals: a sample was taken and labelled
-    # by its id, and a recalibration was asked for
-    assert ops["POST /v1/samples 200"] > 0, out
-    assert ops["POST /v1/feedback 200"] > 0, out
-    assert sum(v for k, v in ops.items() if k.startswith("POST /v1/recalibrate 202")) > 0, out
+    ops: Counter[str] = Counter()
+    rounds: list[dict[str, object]] = []
+    for _ in range(ROUNDS):
+        report = fuzz_daemon_stateful(daemon.url, TOKEN, _valid_x(), max_examples=SCENARIOS)
+        out = report.as_dict()
+        rounds.append(out)
+        assert report.server_errors == [], out
+        assert report.scenarios >= SCENARIOS and report.requests >= 2 * SCENARIOS, out
+        ops.update(report.by_operation)
+        if _reached_workflow(ops):
+            break
+    # the links reached the workflow, not only refusals
+    assert _reached_workflow(ops), rounds
     assert daemon.metric("regulator_http_server_errors_total") == 0
     assert daemon.client.get("/readyz").status_code == 200
