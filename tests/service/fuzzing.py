@@ -138,12 +138,20 @@ class StatefulReport(FuzzReport):
 
 
 def fuzz_daemon_stateful(
-    base_url: str, token: str, x: list[Any], max_examples: int, steps: int = 10
+    base_url: str,
+    token: str,
+    x: list[Any],
+    max_examples: int,
+    steps: int = 10,
+    positive_only: bool = False,
 ) -> StatefulReport:
     """``max_examples`` scenarios of up to ``steps`` linked calls against ``base_url``
-    (derandomized); every answer recorded, every 5xx but a health route's 503 kept."""
+    (derandomized); every answer recorded, every 5xx but a health route's 503 kept.
+    Each call's case is valid or (unless ``positive_only``) invalid, by a coin."""
     spec = with_links(httpx.get(f"{base_url}/openapi.json", timeout=10).json(), x)
     schema = schemathesis.openapi.from_dict(spec)
+    if positive_only:
+        schema.config.generation.update(modes=[GenerationMode.POSITIVE])
     report = StatefulReport()
     auth = {"Authorization": f"Bearer {token}"}
 
