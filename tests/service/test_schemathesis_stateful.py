@@ -24,11 +24,12 @@ from tests.service.fuzzing import fuzz_daemon_stateful, with_links
 # schemathesis seeds from the test data, and the links a step can take depend on the
 # daemon's answers (a recalibration still running answers 409, a finished one adds a
 # version to roll back to): the run is the same only while the answers are. Alone the
-# label link was taken with its body intact 4 times in 90 scenarios; in one ordering of
-# the whole suite (CI's, and once here) never, with the same 870 requests in every
-# round. So a round that did not reach the whole workflow is followed by rounds of valid
-# cases only (19 intact labels in 90 scenarios, alone), up to ROUNDS; every round's
-# answers are checked for server errors.
+# label link was taken with its body intact 4 times in 90 scenarios; in the whole
+# suite's ordering (CI's, and three runs here) never, with the same 870 requests each
+# time. So a round that did not reach the whole workflow is followed by rounds of valid
+# cases only, up to ROUNDS (19 intact labels in 90 scenarios alone; 13 and 20 as the
+# second round of two whole-suite runs); every round's answers are checked for server
+# errors.
 SCENARIOS = 90
 ROUNDS = 4
 
